@@ -1,0 +1,145 @@
+//! The `julato` binary: `serve` runs a node on the embedded store; every other
+//! verb is a client of a running node's HTTP API. Data goes to stdout, progress
+//! and diagnostics to stderr.
+
+mod client;
+mod ingest;
+mod output;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::Client;
+
+/// Julato: stateful, event-sourced functions on WebAssembly.
+#[derive(Debug, Parser)]
+#[command(name = "julato", version, about)]
+struct Cli {
+    /// Address of a running Julato server.
+    #[arg(long, global = true, env = "JULATO_URL", default_value = "http://127.0.0.1:7700")]
+    url: String,
+    /// Print the server's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a Julato node on the embedded store.
+    Serve(serve::ServeArgs),
+    /// Deploy a function component as a new version.
+    Deploy {
+        /// Function name: lowercase letters, digits, `-` and `_`.
+        name: String,
+        /// The component's `.wasm` file.
+        file: PathBuf,
+    },
+    /// Send one event to a process and print the answer.
+    Send {
+        /// The process, as FUNCTION/KEY.
+        process: String,
+        /// The event type, such as `Say`.
+        event_type: String,
+        /// The event data as JSON (default `null`).
+        data: Option<String>,
+        /// Send DATA as raw UTF-8 bytes instead of JSON.
+        #[arg(long)]
+        bytes: bool,
+        /// Make retries of this send return the first answer.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Fail with a conflict unless the process is at this version.
+        #[arg(long)]
+        expected_version: Option<u64>,
+    },
+    /// Print a process's current state.
+    State {
+        /// The process, as FUNCTION/KEY.
+        process: String,
+    },
+    /// Print a process's events.
+    History {
+        /// The process, as FUNCTION/KEY.
+        process: String,
+        /// First version to show.
+        #[arg(long, default_value_t = 1)]
+        from_version: u64,
+        /// Most events to show.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// List deployed functions.
+    Functions,
+    /// List a function's processes.
+    Processes {
+        function: String,
+        /// Show keys after this one.
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Print the global event log.
+    Log {
+        /// First seq to show.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Feed a CSV file to a function, one event per row, through the bulk route.
+    Ingest(ingest::IngestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        command => run_client(&Client::new(&cli.url), cli.json, command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_client(client: &Client, json: bool, command: Command) -> anyhow::Result<()> {
+    let out = output::Output { json };
+    match command {
+        Command::Serve(_) => unreachable!("serve is handled before"),
+        Command::Deploy { name, file } => out.deployed(&client.deploy(&name, &file)?),
+        Command::Send { process, event_type, data, bytes, idempotency_key, expected_version } => {
+            let (function, key) = client::split_process(&process)?;
+            let body = client::event_body(
+                &event_type,
+                data.as_deref(),
+                bytes,
+                idempotency_key,
+                expected_version,
+            )?;
+            out.applied(&client.send(function, key, &body)?)
+        }
+        Command::State { process } => {
+            let (function, key) = client::split_process(&process)?;
+            out.state(&client.state(function, key)?)
+        }
+        Command::History { process, from_version, limit } => {
+            let (function, key) = client::split_process(&process)?;
+            out.events(&client.history(function, key, from_version, limit)?)
+        }
+        Command::Functions => out.functions(&client.functions()?),
+        Command::Processes { function, after, limit } => {
+            out.processes(&client.processes(&function, after.as_deref(), limit)?)
+        }
+        Command::Log { from, limit } => out.events(&client.log(from, limit)?),
+        Command::Ingest(args) => ingest::run(client, &out, args),
+    }
+}

@@ -1,0 +1,109 @@
+//! `julato serve`: one node on the embedded store, until Ctrl-C or SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use julato_server::serve;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Folder holding all of the node's data.
+    #[arg(long, env = "JULATO_DATA", default_value = "julato-data")]
+    data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "JULATO_LISTEN", default_value = "127.0.0.1:7700")]
+    listen: String,
+    /// Number of process-manager shards (default: four per core).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Fuel per handler invocation.
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Wall-clock limit per handler invocation, in milliseconds.
+    #[arg(long)]
+    handler_timeout_ms: Option<u64>,
+    /// Memory limit per handler instance, in MiB.
+    #[arg(long)]
+    memory_mib: Option<usize>,
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JULATO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let mut config = julato_coordinator::Config::new(&args.data);
+    if let Some(shards) = args.shards {
+        config.shards = shards;
+    }
+    if let Some(fuel) = args.fuel {
+        config.limits.fuel = fuel;
+    }
+    if let Some(ms) = args.handler_timeout_ms {
+        config.limits.wall_time = std::time::Duration::from_millis(ms);
+    }
+    if let Some(mib) = args.memory_mib {
+        config.limits.memory_bytes = mib << 20;
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("julato-http")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let coordinator = Arc::new(
+            julato_coordinator::Coordinator::open(config)
+                .with_context(|| format!("opening the data folder `{}`", args.data.display()))?,
+        );
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        // Scripts and tests wait for this line to learn the address.
+        eprintln!("julato listening on http://{addr}");
+        serve(coordinator, listener, shutdown_signal()).await.context("serving HTTP")?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

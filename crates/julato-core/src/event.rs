@@ -1,0 +1,115 @@
+//! Events as the log stores them, and the rules for applying one to a process:
+//! version checks and the shape of what a handler hands back.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{EventTime, FunctionName, FunctionVersion, ProcessKey, Seq, Version};
+
+/// Body of an event: JSON text (the default) or raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// JSON text, already validated.
+    Json(String),
+    /// Raw bytes, sent over HTTP as `data_base64`.
+    Bytes(Vec<u8>),
+}
+
+impl Payload {
+    /// Size in bytes, for limits.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(s) => s.len(),
+            Payload::Bytes(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An event a handler emitted, recorded with the event that emitted it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmittedEvent {
+    pub function: String,
+    pub key: String,
+    pub event_type: String,
+    pub payload: Payload,
+}
+
+/// One accepted event, exactly as the log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub seq: Seq,
+    pub function: FunctionName,
+    pub key: ProcessKey,
+    /// Version of the process after this event.
+    pub version: Version,
+    pub event_type: String,
+    pub payload: Payload,
+    pub time: EventTime,
+    /// Version of the function that handled this event; replay uses the same one.
+    pub function_version: FunctionVersion,
+    pub idempotency_key: Option<String>,
+    /// Events this one directly depends on.
+    pub causes: Vec<Seq>,
+    /// The handler's reply, as JSON text.
+    pub reply: Option<String>,
+    /// Events the handler emitted, in emission order.
+    pub emitted: Vec<EmittedEvent>,
+}
+
+/// What the store keeps about a process's newest state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessHead {
+    pub version: Version,
+    /// Seq of the newest event applied; `Seq(0)` before any.
+    pub last_seq: Seq,
+    /// The state after `version` events, as JSON text.
+    pub state: String,
+    /// Function version that produced this state.
+    pub function_version: FunctionVersion,
+    /// Time of the first event.
+    pub created: EventTime,
+    /// Time of the newest event.
+    pub updated: EventTime,
+}
+
+/// The sender's expectation did not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("expected version {expected}, but the process is at version {actual}")]
+pub struct VersionConflict {
+    pub expected: Version,
+    pub actual: Version,
+}
+
+/// Checks an optional expected version against the process's current one.
+///
+/// # Errors
+/// Returns [`VersionConflict`] when `expected` is given and differs from `current`.
+pub fn check_expected_version(
+    current: Version,
+    expected: Option<Version>,
+) -> Result<(), VersionConflict> {
+    match expected {
+        Some(expected) if expected != current => {
+            Err(VersionConflict { expected, actual: current })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_version_must_match_exactly() {
+        assert!(check_expected_version(Version(3), None).is_ok());
+        assert!(check_expected_version(Version(3), Some(Version(3))).is_ok());
+        let err = check_expected_version(Version(3), Some(Version(2))).unwrap_err();
+        assert_eq!(err.actual, Version(3));
+        assert_eq!(err.expected, Version(2));
+        assert!(check_expected_version(Version(0), Some(Version(1))).is_err());
+    }
+}

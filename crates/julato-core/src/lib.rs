@@ -1,0 +1,19 @@
+//! Julato's pure core: the vocabulary of events and processes and the rules that
+//! order them. Nothing here touches a disk, a network or a clock of its own, so
+//! every rule is tested with plain values.
+
+pub mod clock;
+pub mod event;
+pub mod function;
+pub mod id;
+pub mod sequence;
+pub mod token;
+
+pub use clock::{Clock, EventTime, MonotonicClock, SystemClock};
+pub use function::{DeployedVersion, FunctionInfo};
+pub use event::{
+    EmittedEvent, EventRecord, Payload, ProcessHead, VersionConflict, check_expected_version,
+};
+pub use id::{FunctionName, FunctionVersion, InvalidName, ProcessId, ProcessKey, Seq, Version};
+pub use sequence::{Allocation, Sequencer};
+pub use token::CausalToken;

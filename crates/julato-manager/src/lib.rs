@@ -1,0 +1,34 @@
+//! Process managers: shards that own processes by key and apply each process's
+//! events strictly one at a time, in order, while different shards run in
+//! parallel. A shard keeps the hot states of its processes in memory and hands
+//! each batch of accepted events to the store as one group-committed write.
+
+pub mod catalog;
+mod shard;
+
+pub use catalog::Catalog;
+pub use shard::{Applied, Managers, SendRequest, ShardStats};
+
+use julato_core::{FunctionName, InvalidName, VersionConflict};
+use julato_executor::Rejection;
+
+/// Why an event was not applied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    #[error("no function named `{0}` is deployed")]
+    UnknownFunction(FunctionName),
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error(transparent)]
+    Conflict(#[from] VersionConflict),
+    #[error("the event store failed, the event is not stored: {0}")]
+    Storage(String),
+    #[error("cannot load the function's component: {0}")]
+    Component(String),
+    #[error("the process manager's queue is full")]
+    Overloaded,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+}

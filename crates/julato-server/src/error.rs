@@ -1,0 +1,72 @@
+//! API errors: a status, a stable code and a message, written as JSON.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use julato_coordinator::Error;
+use serde_json::json;
+
+/// An error answer of the API.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+    }
+
+    /// The body of this error, for answers that carry several.
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "code": self.code, "message": self.message })
+    }
+}
+
+/// The HTTP status of each coordinator error code.
+fn status_of(code: &str) -> StatusCode {
+    match code {
+        "invalid_name" => StatusCode::BAD_REQUEST,
+        "function_not_found" | "process_not_found" | "event_not_found" => StatusCode::NOT_FOUND,
+        "version_conflict" => StatusCode::CONFLICT,
+        "handler_timeout" => StatusCode::GATEWAY_TIMEOUT,
+        "overloaded" | "shutting_down" | "token_not_reached" => StatusCode::SERVICE_UNAVAILABLE,
+        "storage_failed" | "component_unavailable" | "internal" => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        let code = error.code();
+        let status = status_of(code);
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(code, error = %error, "request failed");
+        }
+        Self::new(status, code, error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.body() });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

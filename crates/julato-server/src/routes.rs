@@ -1,0 +1,302 @@
+//! The routes: each handler checks its input, calls the coordinator and writes
+//! the answer.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use julato_coordinator::Coordinator;
+use julato_core::{FunctionName, ProcessKey, Seq, Version};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use crate::wire::{self, BulkBody, EventBody};
+use crate::{
+    ApiError, MAX_BULK_BODY, MAX_BULK_EVENTS, MAX_COMPONENT_BYTES, MAX_EVENT_BODY,
+};
+
+type Shared = State<Arc<Coordinator>>;
+type ApiResult = Result<Response, ApiError>;
+
+const OPENAPI: &str = include_str!("../openapi.json");
+/// Largest page any listing returns.
+const MAX_PAGE: usize = 1000;
+
+/// The API's router over a coordinator.
+pub fn router(coordinator: Arc<Coordinator>) -> Router {
+    let events = Router::new()
+        .route("/v1/functions/{function}/processes/{key}/events", post(send).get(history))
+        .layer(DefaultBodyLimit::max(MAX_EVENT_BODY));
+    let bulk = Router::new()
+        .route("/v1/events", post(send_bulk))
+        .layer(DefaultBodyLimit::max(MAX_BULK_BODY));
+    let deploys = Router::new()
+        .route("/v1/functions/{function}", put(deploy).get(function))
+        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES));
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/functions", get(functions))
+        .route("/v1/functions/{function}/processes", get(processes))
+        .route("/v1/functions/{function}/processes/{key}", get(state))
+        .route("/v1/log", get(log))
+        .route("/v1/events/{seq}", get(event))
+        .route("/v1/managers", get(managers))
+        .merge(events)
+        .merge(bulk)
+        .merge(deploys)
+        .fallback(not_found)
+        .with_state(coordinator)
+}
+
+fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    bytes.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large("body_too_large", rejection.body_text())
+        } else {
+            ApiError::bad_request("bad_request", rejection.body_text())
+        }
+    })
+}
+
+fn parse<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body(bytes)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
+}
+
+fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
+}
+
+fn ok(value: Value) -> ApiResult {
+    Ok(Json(value).into_response())
+}
+
+fn function_name(name: &str) -> Result<FunctionName, ApiError> {
+    FunctionName::new(name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", format!("no route for `{uri}`"))
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn deploy(
+    State(coordinator): Shared,
+    Path(function): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let name = function_name(&function)?;
+    let bytes = body(bytes)?.to_vec();
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("empty_component", "the body must be a .wasm component"));
+    }
+    let worker = coordinator.clone();
+    let deploy_name = name.clone();
+    let deployed = tokio::task::spawn_blocking(move || worker.deploy(&deploy_name, bytes))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok((StatusCode::CREATED, Json(wire::deployed(&name, &deployed))).into_response())
+}
+
+async fn functions(State(coordinator): Shared) -> ApiResult {
+    let list: Vec<Value> = coordinator.functions().iter().map(wire::function).collect();
+    ok(json!({ "functions": list }))
+}
+
+async fn function(State(coordinator): Shared, Path(function): Path<String>) -> ApiResult {
+    let info = coordinator.function(&function_name(&function)?)?;
+    ok(wire::function(&info))
+}
+
+async fn send(
+    State(coordinator): Shared,
+    Path((function, key)): Path<(String, String)>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let process = wire::process_id(&function, &key)?;
+    let body: EventBody = parse(bytes)?;
+    if let Some(token) = wire::parse_token(body.after.as_deref())? {
+        coordinator.observe(token).await?;
+    }
+    let request = wire::send_request(process.clone(), body)?;
+    let span = tracing::info_span!("send", function = %process.function, process = %process.key);
+    let applied = coordinator.send(request).instrument(span).await?;
+    let token = julato_core::CausalToken { seq: applied.seq };
+    ok(wire::applied(&process, &applied, token))
+}
+
+async fn send_bulk(State(coordinator): Shared, bytes: Result<Bytes, BytesRejection>) -> ApiResult {
+    let body: BulkBody = parse(bytes)?;
+    if body.events.len() > MAX_BULK_EVENTS {
+        return Err(ApiError::too_large(
+            "too_many_events",
+            format!("{} events, over the limit of {MAX_BULK_EVENTS}", body.events.len()),
+        ));
+    }
+    if let Some(token) = wire::parse_token(body.after.as_deref())? {
+        coordinator.observe(token).await?;
+    }
+
+    // Events that fail validation are answered on their own; the rest are sent.
+    let mut results: Vec<Option<Value>> = Vec::with_capacity(body.events.len());
+    let mut requests = Vec::new();
+    let mut positions = Vec::new();
+    for (i, event) in body.events.into_iter().enumerate() {
+        match wire::bulk_request(event) {
+            Ok(request) => {
+                positions.push(i);
+                requests.push(request);
+                results.push(None);
+            }
+            Err(error) => results.push(Some(json!({ "error": error.body() }))),
+        }
+    }
+    let processes: Vec<_> = requests.iter().map(|r| r.process.clone()).collect();
+    let answers = coordinator.send_many(requests).await;
+    let (mut accepted, mut max_seq) = (0usize, Seq(0));
+    for ((i, process), answer) in positions.into_iter().zip(processes).zip(answers) {
+        results[i] = Some(match answer {
+            Ok(applied) => {
+                accepted += 1;
+                max_seq = max_seq.max(applied.seq);
+                let token = julato_core::CausalToken { seq: applied.seq };
+                wire::applied(&process, &applied, token)
+            }
+            Err(error) => json!({ "error": ApiError::from(error).body() }),
+        });
+    }
+    let total = results.len();
+    let token = julato_core::CausalToken { seq: max_seq.max(coordinator.token().seq) };
+    ok(json!({
+        "accepted": accepted,
+        "rejected": total - accepted,
+        "results": results,
+        "token": token.to_string(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    after: Option<String>,
+}
+
+async fn state(
+    State(coordinator): Shared,
+    Path((function, key)): Path<(String, String)>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
+) -> ApiResult {
+    let query = query_of(query)?;
+    let process = wire::process_id(&function, &key)?;
+    if let Some(token) = wire::parse_token(query.after.as_deref())? {
+        coordinator.observe(token).await?;
+    }
+    let token = coordinator.token();
+    let head = coordinator.state(&process)?;
+    ok(wire::head(&process, &head, token))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    from_version: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(coordinator): Shared,
+    Path((function, key)): Path<(String, String)>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> ApiResult {
+    let query = query_of(query)?;
+    let process = wire::process_id(&function, &key)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let from = Version(query.from_version.unwrap_or(1));
+    let events = coordinator.history(&process, from, limit)?;
+    let next = (events.len() == limit).then(|| events.last().map(|r| r.version.0 + 1)).flatten();
+    let events: Vec<Value> = events.iter().map(wire::record).collect();
+    ok(json!({ "events": events, "next_from_version": next }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProcessesQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn processes(
+    State(coordinator): Shared,
+    Path(function): Path<String>,
+    query: Result<Query<ProcessesQuery>, QueryRejection>,
+) -> ApiResult {
+    let query = query_of(query)?;
+    let name = function_name(&function)?;
+    let after = query
+        .after
+        .map(ProcessKey::new)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let page = coordinator.processes(&name, after.as_ref(), limit)?;
+    let next = (page.len() == limit).then(|| page.last().map(|p| p.key.clone())).flatten();
+    let list: Vec<Value> = page.iter().map(wire::summary).collect();
+    ok(json!({ "function": name, "processes": list, "next_after": next }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn log(
+    State(coordinator): Shared,
+    query: Result<Query<LogQuery>, QueryRejection>,
+) -> ApiResult {
+    let query = query_of(query)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let from = Seq(query.from.unwrap_or(1).max(1));
+    let events = coordinator.log(from, limit)?;
+    let next = events.last().map(|r| r.seq.0 + 1).unwrap_or(from.0);
+    let events: Vec<Value> = events.iter().map(wire::record).collect();
+    ok(json!({ "events": events, "next_from": next, "token": coordinator.token().to_string() }))
+}
+
+async fn event(State(coordinator): Shared, Path(seq): Path<String>) -> ApiResult {
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| ApiError::bad_request("bad_request", format!("`{seq}` is not a seq")))?;
+    let record = coordinator.event(Seq(seq))?;
+    ok(wire::record(&record))
+}
+
+async fn managers(State(coordinator): Shared) -> ApiResult {
+    let (fsyncs, commits) = coordinator.commit_stats();
+    let shards = serde_json::to_value(coordinator.managers())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    ok(json!({
+        "shards": shards,
+        "store": { "fsyncs": fsyncs, "commits": commits },
+    }))
+}

@@ -1,0 +1,160 @@
+//! Group commit. One committer thread owns all writes: it takes every commit that
+//! queued while the previous fsync ran, writes them as one atomic batch, syncs
+//! once, and then wakes each waiting writer. No lock is held across the fsync.
+
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use fjall::PersistMode;
+use julato_core::{EventRecord, FunctionInfo, FunctionVersion, ProcessHead, ProcessId};
+use parking_lot::{Condvar, Mutex};
+
+use crate::{Error, Result, Tables, encode, keys};
+
+/// Everything one writer wants stored atomically.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// New events, each with its seq and version already assigned.
+    pub records: Vec<EventRecord>,
+    /// The newest head of each process the records touched.
+    pub heads: Vec<(ProcessId, ProcessHead)>,
+    /// Answers to remember under idempotency keys.
+    pub idempotency: Vec<(ProcessId, String, Vec<u8>)>,
+    /// A new function version and its component bytes.
+    pub deploy: Option<(FunctionInfo, FunctionVersion, Vec<u8>)>,
+}
+
+impl Commit {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.heads.is_empty()
+            && self.idempotency.is_empty()
+            && self.deploy.is_none()
+    }
+}
+
+type Done = SyncSender<Result<(), String>>;
+
+struct Queue {
+    pending: Vec<(Commit, Done)>,
+    closed: bool,
+    fsyncs: u64,
+    commits: u64,
+}
+
+pub(crate) struct Committer {
+    queue: Arc<(Mutex<Queue>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Committer {
+    pub fn start(tables: Arc<Tables>) -> Self {
+        let queue = Arc::new((
+            Mutex::new(Queue { pending: Vec::new(), closed: false, fsyncs: 0, commits: 0 }),
+            Condvar::new(),
+        ));
+        let worker_queue = queue.clone();
+        let thread = std::thread::Builder::new()
+            .name("julato-commit".into())
+            .spawn(move || run(&tables, &worker_queue))
+            .expect("spawning the commit thread");
+        Self { queue, thread: Mutex::new(Some(thread)) }
+    }
+
+    pub fn append(&self, commit: Commit) -> Result<()> {
+        if commit.is_empty() {
+            return Ok(());
+        }
+        let (done, wait) = sync_channel(1);
+        {
+            let (lock, ready) = &*self.queue;
+            let mut queue = lock.lock();
+            if queue.closed {
+                return Err(Error::Closed);
+            }
+            queue.pending.push((commit, done));
+            ready.notify_one();
+        }
+        match wait.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(Error::Commit(message)),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    pub fn stats(&self) -> (u64, u64) {
+        let queue = self.queue.0.lock();
+        (queue.fsyncs, queue.commits)
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        {
+            let (lock, ready) = &*self.queue;
+            lock.lock().closed = true;
+            ready.notify_all();
+        }
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(tables: &Tables, queue: &(Mutex<Queue>, Condvar)) {
+    let (lock, ready) = queue;
+    loop {
+        let group = {
+            let mut state = lock.lock();
+            while state.pending.is_empty() && !state.closed {
+                ready.wait(&mut state);
+            }
+            if state.pending.is_empty() && state.closed {
+                return;
+            }
+            std::mem::take(&mut state.pending)
+        };
+
+        let size = group.len();
+        let outcome = write_group(tables, group.iter().map(|(commit, _)| commit))
+            .map_err(|e| e.to_string());
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, commits = size, "group commit failed; writers are told");
+        }
+        {
+            let mut state = lock.lock();
+            state.fsyncs += 1;
+            state.commits += size as u64;
+        }
+        for (_, done) in group {
+            let _ = done.send(outcome.clone());
+        }
+    }
+}
+
+fn write_group<'a>(
+    tables: &Tables,
+    commits: impl Iterator<Item = &'a Commit>,
+) -> Result<(), Error> {
+    let mut batch = tables.db.batch().durability(Some(PersistMode::SyncAll));
+    for commit in commits {
+        for record in &commit.records {
+            batch.insert(&tables.log, keys::seq(record.seq), encode(record));
+            let version = keys::version(&record.function, &record.key, record.version);
+            batch.insert(&tables.versions, version, keys::seq(record.seq));
+        }
+        for (process, head) in &commit.heads {
+            batch.insert(&tables.heads, keys::process(&process.function, &process.key), encode(head));
+        }
+        for (process, token, answer) in &commit.idempotency {
+            let key = keys::idempotency(&process.function, &process.key, token);
+            batch.insert(&tables.idempotency, key, answer.as_slice());
+        }
+        if let Some((info, version, bytes)) = &commit.deploy {
+            batch.insert(&tables.functions, info.name.as_str(), encode(info));
+            batch.insert(&tables.components, keys::component(&info.name, *version), bytes.as_slice());
+        }
+    }
+    batch.commit().map_err(|source| Error::Engine { doing: "committing a group", source })
+}

@@ -1,0 +1,45 @@
+//! Byte layouts of the store's keys. Big-endian numbers keep key order equal to
+//! numeric order; a zero byte separates names, which never contain one.
+
+use julato_core::{FunctionName, FunctionVersion, ProcessKey, Seq, Version};
+
+pub fn seq(seq: Seq) -> [u8; 8] {
+    seq.0.to_be_bytes()
+}
+
+pub fn decode_seq(bytes: &[u8]) -> Option<Seq> {
+    Some(Seq(u64::from_be_bytes(bytes.try_into().ok()?)))
+}
+
+pub fn function_prefix(function: &FunctionName) -> Vec<u8> {
+    let mut key = Vec::with_capacity(function.as_str().len() + 1);
+    key.extend_from_slice(function.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+pub fn process(function: &FunctionName, process: &ProcessKey) -> Vec<u8> {
+    let mut key = function_prefix(function);
+    key.extend_from_slice(process.as_str().as_bytes());
+    key
+}
+
+pub fn version(function: &FunctionName, process_key: &ProcessKey, version: Version) -> Vec<u8> {
+    let mut key = process(function, process_key);
+    key.push(0);
+    key.extend_from_slice(&version.0.to_be_bytes());
+    key
+}
+
+pub fn idempotency(function: &FunctionName, process_key: &ProcessKey, token: &str) -> Vec<u8> {
+    let mut key = process(function, process_key);
+    key.push(0);
+    key.extend_from_slice(token.as_bytes());
+    key
+}
+
+pub fn component(function: &FunctionName, version: FunctionVersion) -> Vec<u8> {
+    let mut key = function_prefix(function);
+    key.extend_from_slice(&version.0.to_be_bytes());
+    key
+}

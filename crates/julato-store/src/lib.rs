@@ -1,0 +1,309 @@
+//! Julato's durable event store: the embedded log, one data folder, on the fjall
+//! storage engine. Only this crate touches the data folder's store files.
+//!
+//! Writers hand a [`Commit`] to [`Store::append`], which returns only once the
+//! commit is fsync'd. Commits arriving while an fsync is under way are gathered
+//! and written together with the next one (group commit), so concurrent writers
+//! share the cost of each fsync.
+
+mod commit;
+mod keys;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use julato_core::{
+    EventRecord, EventTime, FunctionInfo, FunctionName, FunctionVersion, ProcessHead, ProcessId,
+    ProcessKey, Seq, Version,
+};
+
+pub use commit::Commit;
+use commit::Committer;
+
+/// Errors of the event store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("storage engine failed while {doing}: {source}")]
+    Engine {
+        doing: &'static str,
+        #[source]
+        source: fjall::Error,
+    },
+    #[error("stored value under `{what}` is corrupt: {message}")]
+    Corrupt { what: &'static str, message: String },
+    #[error("cannot create the data folder `{path}`: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("group commit failed, nothing of it is acknowledged: {0}")]
+    Commit(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn engine(doing: &'static str) -> impl FnOnce(fjall::Error) -> Error {
+    move |source| Error::Engine { doing, source }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Corrupt { what, message: e.to_string() })
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serialising our own plain structs into a Vec cannot fail.
+    postcard::to_allocvec(value).expect("postcard encoding of a store value")
+}
+
+/// The keyspaces of the data folder.
+pub(crate) struct Tables {
+    pub db: Database,
+    /// seq → [`EventRecord`].
+    pub log: Keyspace,
+    /// function, key, version → seq.
+    pub versions: Keyspace,
+    /// function, key → [`ProcessHead`].
+    pub heads: Keyspace,
+    /// function, key, idempotency key → the first answer, as the coordinator wrote it.
+    pub idempotency: Keyspace,
+    /// function → [`FunctionInfo`].
+    pub functions: Keyspace,
+    /// function, version → component bytes.
+    pub components: Keyspace,
+}
+
+/// Handle to the embedded event store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tables: Arc<Tables>,
+    committer: Arc<Committer>,
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir/store`, recovering every committed event.
+    ///
+    /// # Errors
+    /// Fails when the folder cannot be created or the engine cannot recover it.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("store");
+        std::fs::create_dir_all(&path)
+            .map_err(|source| Error::DataDir { path: path.clone(), source })?;
+        let db = Database::builder(&path).open().map_err(engine("opening the database"))?;
+        let open = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default).map_err(engine("opening a keyspace"))
+        };
+        let tables = Arc::new(Tables {
+            log: open("log")?,
+            versions: open("versions")?,
+            heads: open("heads")?,
+            idempotency: open("idempotency")?,
+            functions: open("functions")?,
+            components: open("components")?,
+            db,
+        });
+        let committer = Arc::new(Committer::start(tables.clone()));
+        Ok(Self { tables, committer, dir: dir.to_path_buf() })
+    }
+
+    /// The data folder this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes a commit atomically and returns once it is fsync'd.
+    ///
+    /// # Errors
+    /// Fails when the engine cannot write or sync; then nothing of the commit is
+    /// acknowledged and the caller must not treat it as stored.
+    pub fn append(&self, commit: Commit) -> Result<()> {
+        self.committer.append(commit)
+    }
+
+    /// Number of fsyncs and of commits so far; their ratio is the group size.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        self.committer.stats()
+    }
+
+    /// The newest event in the log, if any.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt record.
+    pub fn last_event(&self) -> Result<Option<EventRecord>> {
+        match self.tables.log.last_key_value() {
+            None => Ok(None),
+            Some(guard) => {
+                let (_, value) = guard.into_inner().map_err(engine("reading the log tail"))?;
+                decode("log", &value).map(Some)
+            }
+        }
+    }
+
+    /// The seq and time to continue after.
+    ///
+    /// # Errors
+    /// As [`Store::last_event`].
+    pub fn tail(&self) -> Result<(Seq, EventTime)> {
+        Ok(self.last_event()?.map_or((Seq(0), EventTime(0)), |r| (r.seq, r.time)))
+    }
+
+    /// The newest state of a process, or `None` if it has no event yet.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt value.
+    pub fn head(&self, process: &ProcessId) -> Result<Option<ProcessHead>> {
+        let key = keys::process(&process.function, &process.key);
+        match self.tables.heads.get(key).map_err(engine("reading a process head"))? {
+            None => Ok(None),
+            Some(bytes) => decode("heads", &bytes).map(Some),
+        }
+    }
+
+    /// The answer stored for an idempotency key of a process.
+    ///
+    /// # Errors
+    /// Fails on an engine error.
+    pub fn idempotent_answer(
+        &self,
+        process: &ProcessId,
+        idempotency_key: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let key = keys::idempotency(&process.function, &process.key, idempotency_key);
+        let value = self.tables.idempotency.get(key).map_err(engine("reading idempotency"))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    /// One event by seq.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt record.
+    pub fn event(&self, seq: Seq) -> Result<Option<EventRecord>> {
+        match self.tables.log.get(keys::seq(seq)).map_err(engine("reading an event"))? {
+            None => Ok(None),
+            Some(bytes) => decode("log", &bytes).map(Some),
+        }
+    }
+
+    /// Events of the global log with `from <= seq <= upto`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt record.
+    pub fn log(&self, from: Seq, upto: Seq, limit: usize) -> Result<Vec<EventRecord>> {
+        if from > upto {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for guard in self.tables.log.range(keys::seq(from)..=keys::seq(upto)).take(limit) {
+            let (_, value) = guard.into_inner().map_err(engine("scanning the log"))?;
+            out.push(decode("log", &value)?);
+        }
+        Ok(out)
+    }
+
+    /// A process's events with `version >= from`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt record.
+    pub fn history(
+        &self,
+        process: &ProcessId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>> {
+        let start = keys::version(&process.function, &process.key, from);
+        let end = keys::version(&process.function, &process.key, Version(u64::MAX));
+        let mut out = Vec::new();
+        for guard in self.tables.versions.range(start..=end).take(limit) {
+            let (_, seq) = guard.into_inner().map_err(engine("scanning a history"))?;
+            let seq = keys::decode_seq(&seq)
+                .ok_or_else(|| Error::Corrupt { what: "versions", message: "bad seq".into() })?;
+            let record = self.event(seq)?.ok_or_else(|| Error::Corrupt {
+                what: "versions",
+                message: format!("version index points at missing seq {seq}"),
+            })?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Processes of a function in key order, starting after `after`, at most `limit`.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt value.
+    pub fn processes(
+        &self,
+        function: &FunctionName,
+        after: Option<&ProcessKey>,
+        limit: usize,
+    ) -> Result<Vec<(ProcessKey, ProcessHead)>> {
+        let prefix = keys::function_prefix(function);
+        let mut out = Vec::new();
+        let iter = match after {
+            Some(after) => {
+                let mut start = keys::process(function, after);
+                start.push(0);
+                let mut end = prefix.clone();
+                end.push(0xff);
+                self.tables.heads.range(start..end)
+            }
+            None => self.tables.heads.prefix(&prefix),
+        };
+        for guard in iter.take(limit) {
+            let (key, value) = guard.into_inner().map_err(engine("listing processes"))?;
+            let process_key = std::str::from_utf8(&key[prefix.len()..])
+                .ok()
+                .and_then(|k| ProcessKey::new(k).ok())
+                .ok_or_else(|| Error::Corrupt { what: "heads", message: "bad key".into() })?;
+            out.push((process_key, decode("heads", &value)?));
+        }
+        Ok(out)
+    }
+
+    /// Every deployed function, by name.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt value.
+    pub fn functions(&self) -> Result<Vec<FunctionInfo>> {
+        let mut out = Vec::new();
+        for guard in self.tables.functions.iter() {
+            let (_, value) = guard.into_inner().map_err(engine("listing functions"))?;
+            out.push(decode("functions", &value)?);
+        }
+        Ok(out)
+    }
+
+    /// One function with its versions.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt value.
+    pub fn function(&self, name: &FunctionName) -> Result<Option<FunctionInfo>> {
+        match self.tables.functions.get(name.as_str()).map_err(engine("reading a function"))? {
+            None => Ok(None),
+            Some(bytes) => decode("functions", &bytes).map(Some),
+        }
+    }
+
+    /// The component bytes of one function version.
+    ///
+    /// # Errors
+    /// Fails on an engine error.
+    pub fn component(
+        &self,
+        name: &FunctionName,
+        version: FunctionVersion,
+    ) -> Result<Option<Vec<u8>>> {
+        let value = self
+            .tables
+            .components
+            .get(keys::component(name, version))
+            .map_err(engine("reading a component"))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
