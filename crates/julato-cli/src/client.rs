@@ -71,7 +71,11 @@ impl Client {
         Self { base: base.trim_end_matches('/').to_owned(), http }
     }
 
-    fn answer(&self, what: &str, response: reqwest::Result<reqwest::blocking::Response>) -> anyhow::Result<Value> {
+    fn answer(
+        &self,
+        what: &str,
+        response: reqwest::Result<reqwest::blocking::Response>,
+    ) -> anyhow::Result<Value> {
         let response =
             response.with_context(|| format!("cannot reach the Julato server at {}", self.base))?;
         let status = response.status();
@@ -99,8 +103,7 @@ impl Client {
     }
 
     pub fn deploy(&self, name: &str, file: &Path) -> anyhow::Result<Value> {
-        let bytes =
-            std::fs::read(file).with_context(|| format!("reading `{}`", file.display()))?;
+        let bytes = std::fs::read(file).with_context(|| format!("reading `{}`", file.display()))?;
         let url = format!("{}/v1/functions/{}", self.base, encode(name));
         self.answer("deploy", self.http.put(url).body(bytes).send())
     }

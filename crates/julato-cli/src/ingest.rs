@@ -112,10 +112,10 @@ fn flush(
     }
     let answer = client.send_bulk(batch)?;
     for result in answer["results"].as_array().into_iter().flatten() {
-        if let Some(error) = result.get("error") {
-            if first_errors.len() < 5 {
-                first_errors.push(error.to_string());
-            }
+        if let Some(error) = result.get("error")
+            && first_errors.len() < 5
+        {
+            first_errors.push(error.to_string());
         }
     }
     batch.clear();

@@ -55,9 +55,12 @@ impl Output {
             ("version", cell(&value["version"])),
             ("digest", cell(&value["digest"])),
             ("size", cell(&value["size"])),
-            ("event types", value["event_types"].as_array().map_or(String::new(), |types| {
-                types.iter().map(cell).collect::<Vec<_>>().join(", ")
-            })),
+            (
+                "event types",
+                value["event_types"].as_array().map_or(String::new(), |types| {
+                    types.iter().map(cell).collect::<Vec<_>>().join(", ")
+                }),
+            ),
         ];
         println!("{}", pairs(&rows));
         Ok(())

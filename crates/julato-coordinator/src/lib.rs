@@ -15,8 +15,8 @@ use julato_executor::{Executor, Limits};
 use julato_manager::{Catalog, Managers};
 use julato_store::Store;
 
-pub use julato_manager::{Applied, SendError, SendRequest, ShardStats};
 pub use julato_manager::catalog::DeployError;
+pub use julato_manager::{Applied, SendError, SendRequest, ShardStats};
 
 /// How the coordinator is set up.
 #[derive(Clone)]

@@ -92,9 +92,7 @@ pub fn check_expected_version(
     expected: Option<Version>,
 ) -> Result<(), VersionConflict> {
     match expected {
-        Some(expected) if expected != current => {
-            Err(VersionConflict { expected, actual: current })
-        }
+        Some(expected) if expected != current => Err(VersionConflict { expected, actual: current }),
         _ => Ok(()),
     }
 }

@@ -45,7 +45,8 @@ impl FunctionName {
             return Err(InvalidName::TooLong { what, max: MAX_FUNCTION_NAME_LEN });
         }
         for (i, c) in name.chars().enumerate() {
-            let ok = c.is_ascii_lowercase() || (i > 0 && (c.is_ascii_digit() || c == '-' || c == '_'));
+            let ok =
+                c.is_ascii_lowercase() || (i > 0 && (c.is_ascii_digit() || c == '-' || c == '_'));
             if !ok {
                 return Err(InvalidName::BadCharacter { what, found: c });
             }

@@ -10,10 +10,10 @@ pub mod sequence;
 pub mod token;
 
 pub use clock::{Clock, EventTime, MonotonicClock, SystemClock};
-pub use function::{DeployedVersion, FunctionInfo};
 pub use event::{
     EmittedEvent, EventRecord, Payload, ProcessHead, VersionConflict, check_expected_version,
 };
+pub use function::{DeployedVersion, FunctionInfo};
 pub use id::{FunctionName, FunctionVersion, InvalidName, ProcessId, ProcessKey, Seq, Version};
 pub use sequence::{Allocation, Sequencer};
 pub use token::CausalToken;

@@ -10,9 +10,7 @@ mod limits;
 mod sandbox;
 
 pub use limits::Limits;
-pub use sandbox::{
-    EmittedEvent, Executor, HandlerContext, Loaded, Outcome, inspect_digest,
-};
+pub use sandbox::{EmittedEvent, Executor, HandlerContext, Loaded, Outcome, inspect_digest};
 
 /// Why an invocation did not produce an accepted outcome. Each has a stable code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

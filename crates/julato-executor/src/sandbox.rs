@@ -321,7 +321,10 @@ impl Executor {
             self.check_json("reply", reply, limits.reply_bytes)?;
         }
         if outcome.emits.len() > limits.emits {
-            return Err(Rejection::TooManyEmits { count: outcome.emits.len(), limit: limits.emits });
+            return Err(Rejection::TooManyEmits {
+                count: outcome.emits.len(),
+                limit: limits.emits,
+            });
         }
         let mut emits = Vec::with_capacity(outcome.emits.len());
         for emitted in outcome.emits {
@@ -371,10 +374,8 @@ impl Executor {
         let ticks = self.limits.wall_time.as_millis().div_ceil(EPOCH_TICK.as_millis()) + 1;
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
 
-        let result = loaded
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| call(&instance, &mut store));
+        let result =
+            loaded.pre.instantiate(&mut store).and_then(|instance| call(&instance, &mut store));
         let guest = store.data();
         if guest.logs_dropped > 0 {
             let _enter = guest.span.enter();

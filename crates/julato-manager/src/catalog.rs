@@ -89,7 +89,11 @@ impl Catalog {
     /// # Errors
     /// [`DeployError`] when the bytes are not a fitting component, the component
     /// cannot describe itself, or the store fails.
-    pub fn deploy(&self, name: &FunctionName, bytes: Vec<u8>) -> Result<DeployedVersion, DeployError> {
+    pub fn deploy(
+        &self,
+        name: &FunctionName,
+        bytes: Vec<u8>,
+    ) -> Result<DeployedVersion, DeployError> {
         let loaded = self.executor.compile(&bytes)?;
         let mut event_types = self.executor.event_types(&loaded)?;
         event_types.sort();
@@ -110,10 +114,8 @@ impl Catalog {
             deployed_at: SystemClock.now(),
         };
         info.versions.push(deployed.clone());
-        let commit = Commit {
-            deploy: Some((info.clone(), deployed.version, bytes)),
-            ..Commit::default()
-        };
+        let commit =
+            Commit { deploy: Some((info.clone(), deployed.version, bytes)), ..Commit::default() };
         self.store.append(commit)?;
         self.functions.write().insert(name.clone(), info);
         tracing::info!(function = %name, version = %deployed.version, digest = %deployed.digest, "deployed");

@@ -131,13 +131,10 @@ impl Managers {
     pub async fn send(&self, request: SendRequest) -> Answer {
         let (respond, answer) = oneshot::channel();
         let shard = self.shard_of(&request.process);
-        self.shards[shard]
-            .0
-            .try_send(Command::One { request, respond })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SendError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => SendError::ShuttingDown,
-            })?;
+        self.shards[shard].0.try_send(Command::One { request, respond }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => SendError::ShuttingDown,
+        })?;
         answer.await.map_err(|_| SendError::ShuttingDown)?
     }
 
@@ -289,10 +286,8 @@ impl Shard {
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
 
         for (responder, slots) in responders.into_iter().zip(answers) {
-            let slots: Vec<Answer> = slots
-                .into_iter()
-                .map(|a| a.unwrap_or(Err(SendError::ShuttingDown)))
-                .collect();
+            let slots: Vec<Answer> =
+                slots.into_iter().map(|a| a.unwrap_or(Err(SendError::ShuttingDown))).collect();
             responder.respond(slots);
         }
     }
@@ -343,10 +338,10 @@ impl Shard {
             .latest(&process.function)
             .ok_or_else(|| SendError::UnknownFunction(process.function.clone()))?;
 
-        if let Some(token) = &request.idempotency_key {
-            if let Some(first) = self.first_answer(&process, token, batch)? {
-                return Ok(first);
-            }
+        if let Some(token) = &request.idempotency_key
+            && let Some(first) = self.first_answer(&process, token, batch)?
+        {
+            return Ok(first);
         }
 
         let loaded = self.catalog.loaded(&process.function, function_version)?;
@@ -354,7 +349,8 @@ impl Shard {
         let current = match self.head(&process)? {
             Some(head) => head.clone(),
             None => {
-                let state = executor.init(&loaded, process.function.as_str(), process.key.as_str())?;
+                let state =
+                    executor.init(&loaded, process.function.as_str(), process.key.as_str())?;
                 ProcessHead {
                     version: Version(0),
                     last_seq: Seq(0),

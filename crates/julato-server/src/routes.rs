@@ -18,9 +18,7 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use crate::wire::{self, BulkBody, EventBody};
-use crate::{
-    ApiError, MAX_BULK_BODY, MAX_BULK_EVENTS, MAX_COMPONENT_BYTES, MAX_EVENT_BODY,
-};
+use crate::{ApiError, MAX_BULK_BODY, MAX_BULK_EVENTS, MAX_COMPONENT_BYTES, MAX_EVENT_BODY};
 
 type Shared = State<Arc<Coordinator>>;
 type ApiResult = Result<Response, ApiError>;
@@ -111,9 +109,10 @@ async fn deploy(
     }
     let worker = coordinator.clone();
     let deploy_name = name.clone();
-    let deployed = tokio::task::spawn_blocking(move || worker.deploy(&deploy_name, bytes))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    let deployed =
+        tokio::task::spawn_blocking(move || worker.deploy(&deploy_name, bytes)).await.map_err(
+            |e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        )??;
     Ok((StatusCode::CREATED, Json(wire::deployed(&name, &deployed))).into_response())
 }
 

@@ -117,8 +117,8 @@ fn run(tables: &Tables, queue: &(Mutex<Queue>, Condvar)) {
         };
 
         let size = group.len();
-        let outcome = write_group(tables, group.iter().map(|(commit, _)| commit))
-            .map_err(|e| e.to_string());
+        let outcome =
+            write_group(tables, group.iter().map(|(commit, _)| commit)).map_err(|e| e.to_string());
         if let Err(e) = &outcome {
             tracing::error!(error = %e, commits = size, "group commit failed; writers are told");
         }
@@ -145,7 +145,11 @@ fn write_group<'a>(
             batch.insert(&tables.versions, version, keys::seq(record.seq));
         }
         for (process, head) in &commit.heads {
-            batch.insert(&tables.heads, keys::process(&process.function, &process.key), encode(head));
+            batch.insert(
+                &tables.heads,
+                keys::process(&process.function, &process.key),
+                encode(head),
+            );
         }
         for (process, token, answer) in &commit.idempotency {
             let key = keys::idempotency(&process.function, &process.key, token);
@@ -153,7 +157,11 @@ fn write_group<'a>(
         }
         if let Some((info, version, bytes)) = &commit.deploy {
             batch.insert(&tables.functions, info.name.as_str(), encode(info));
-            batch.insert(&tables.components, keys::component(&info.name, *version), bytes.as_slice());
+            batch.insert(
+                &tables.components,
+                keys::component(&info.name, *version),
+                bytes.as_slice(),
+            );
         }
     }
     batch.commit().map_err(|source| Error::Engine { doing: "committing a group", source })

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The main job: build everything, start a Julato server on the embedded store,
+# deploy the example functions, feed a month of real flights through `planes`,
+# and keep serving until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+listen="${JULATO_LISTEN:-127.0.0.1:7700}"
+data="${JULATO_DEMO_DATA:-target/demo-data}"
+export JULATO_URL="http://${listen}"
+
+make --no-print-directory functions
+cargo build --release -p julato-cli
+julato=target/release/julato
+
+# The demo folder is scratch: each run starts from an empty log.
+rm -rf "$data"
+"$julato" serve --data "$data" --listen "$listen" &
+server=$!
+trap 'kill -TERM "$server" 2>/dev/null; wait "$server" 2>/dev/null' INT TERM EXIT
+
+for _ in $(seq 1 100); do
+  if curl -fsS "$JULATO_URL/healthz" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$server" 2>/dev/null; then echo "the server exited early" >&2; exit 1; fi
+  sleep 0.1
+done
+
+for f in counter planes account; do
+  "$julato" deploy "$f" "target/functions/$f.wasm"
+done
+"$julato" send counter/hello Say '{"text": "hello"}'
+"$julato" ingest planes data/flights-2013-01.csv --key-column tailnum --type Flight
+
+cat <<TIPS
+
+Julato is serving at $JULATO_URL (data in $data). Try, in another terminal:
+
+  export JULATO_URL=$JULATO_URL
+  $julato state planes/N14228                   # one plane after January
+  $julato history planes/N14228 --limit 5       # the events that built it
+  $julato processes planes --limit 10           # planes seen so far
+  $julato send counter/hello Say '{"text": "again"}'
+  $julato send account/alice Deposit '{"amount": 100}'
+  $julato send account/alice Withdraw '{"amount": 500}'   # rejected: overdraft
+  curl -s $JULATO_URL/v1/functions/counter/processes/hello
+  curl -s $JULATO_URL/v1/log?limit=3
+
+Ctrl-C stops the server.
+TIPS
+wait "$server"
