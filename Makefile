@@ -1,0 +1,27 @@
+# Julato build entry points.
+
+CARGO ?= cargo
+WASM_TARGET := wasm32-unknown-unknown
+# Example functions (members of the functions/ workspace) built by `make functions`.
+FUNCTIONS := counter planes account
+# The functions workspace builds in its own target dir, so it never waits for the
+# root workspace's build lock.
+WASM_DIR := target/wasm/$(WASM_TARGET)/release
+COMPONENTS_DIR := target/functions
+COMPONENTIZE := target/release/julato-componentize
+
+.PHONY: functions
+
+# Builds every example function into a component: target/functions/<name>.wasm.
+functions:
+	rustup target add $(WASM_TARGET)
+	$(CARGO) build --release -p julato-componentize
+	cd functions && $(CARGO) build --release --target $(WASM_TARGET) --target-dir ../target/wasm
+	@mkdir -p $(COMPONENTS_DIR)
+	@for f in $(FUNCTIONS); do \
+		in=$(WASM_DIR)/$$f.wasm; out=$(COMPONENTS_DIR)/$$f.wasm; \
+		if [ ! -f $$out ] || [ $$in -nt $$out ] || [ $(COMPONENTIZE) -nt $$out ]; then \
+			echo "$(COMPONENTIZE) $$in $$out"; \
+			$(COMPONENTIZE) $$in $$out || exit 1; \
+		fi; \
+	done
