@@ -10,7 +10,7 @@ WASM_DIR := target/wasm/$(WASM_TARGET)/release
 COMPONENTS_DIR := target/functions
 COMPONENTIZE := target/release/julato-componentize
 
-.PHONY: functions
+.PHONY: functions run test check bench
 
 # Builds every example function into a component: target/functions/<name>.wasm.
 functions:
@@ -25,3 +25,15 @@ functions:
 			$(COMPONENTIZE) $$in $$out || exit 1; \
 		fi; \
 	done
+
+# The main job: server on the embedded store, examples deployed, January's flights fed in.
+run:
+	scripts/run.sh
+
+# Formatting, lints and the whole test suite, as CI runs them.
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: functions check
+	$(CARGO) test --workspace
