@@ -396,7 +396,11 @@ impl Executor {
                 Rejection::Timeout(ms)
             }
             _ if memory_denied => Rejection::MemoryLimit(self.limits.memory_bytes),
-            _ => Rejection::Trap(format!("{error:#}")),
+            Some(trap) => {
+                tracing::debug!(error = ?error, "guest trapped");
+                Rejection::Trap(trap.to_string())
+            }
+            None => Rejection::Trap(error.to_string()),
         }
     }
 }
