@@ -124,3 +124,74 @@ mod tests {
         assert_eq!(second.time, EventTime(1_000));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    struct Jumpy(AtomicU64);
+    impl Clock for Jumpy {
+        fn now(&self) -> EventTime {
+            EventTime(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Allocate { clock: u64 },
+        Settle { pick: usize },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u64..1_000).prop_map(|clock| Step::Allocate { clock }),
+            any::<usize>().prop_map(|pick| Step::Settle { pick }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the order of allocations and settlements and however the
+        /// clock jumps: seqs and times never decrease, and the watermark never
+        /// passes a seq still in flight and never moves back.
+        #[test]
+        fn watermark_and_times_are_monotonic(steps in proptest::collection::vec(step(), 1..200)) {
+            let clock = Arc::new(Jumpy(AtomicU64::new(0)));
+            let seqs = Sequencer::new(Seq(10), EventTime(500), clock.clone());
+            let mut open: BTreeSet<u64> = BTreeSet::new();
+            let mut last = Allocation { seq: Seq(10), time: EventTime(500) };
+            let mut watermark = seqs.watermark();
+            for step in steps {
+                match step {
+                    Step::Allocate { clock: reading } => {
+                        clock.0.store(reading, Ordering::SeqCst);
+                        let next = seqs.allocate();
+                        prop_assert_eq!(next.seq.0, last.seq.0 + 1);
+                        prop_assert!(next.time >= last.time);
+                        open.insert(next.seq.0);
+                        last = next;
+                    }
+                    Step::Settle { pick } => {
+                        if !open.is_empty() {
+                            let seq = *open.iter().nth(pick % open.len()).unwrap();
+                            open.remove(&seq);
+                            seqs.settle(Seq(seq));
+                        }
+                    }
+                }
+                let now = seqs.watermark();
+                prop_assert!(now >= watermark);
+                if let Some(&lowest) = open.first() {
+                    prop_assert_eq!(now.0, lowest - 1);
+                } else {
+                    prop_assert_eq!(now, last.seq);
+                }
+                watermark = now;
+            }
+        }
+    }
+}
