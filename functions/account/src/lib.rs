@@ -58,6 +58,7 @@ pub fn withdraw(
 ) -> Result<Account, HandlerError> {
     let amount = positive("withdrawal", event.amount)?;
     if amount > state.balance {
+        ctx.warn(format!("refused a withdrawal of {amount} from a balance of {}", state.balance));
         return Err(HandlerError::rejected(format!(
             "insufficient funds: balance {}, withdrawal {amount}",
             state.balance
