@@ -33,7 +33,10 @@ run:
 # Formatting, lints and the whole test suite, as CI runs them.
 check:
 	$(CARGO) fmt --all -- --check
+	cd functions && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd functions && $(CARGO) clippy --release --target $(WASM_TARGET) --target-dir ../target/wasm -- -D warnings
 
 test: functions check
 	$(CARGO) test --workspace
+	cd functions && $(CARGO) test --target-dir ../target/wasm-host

@@ -233,7 +233,11 @@ impl Executor {
 
     fn store_cached(&self, path: &Path, component: &Component) -> Result<(), Error> {
         let bytes = component.serialize().map_err(|e| Error::Engine(format!("{e:#}")))?;
-        let tmp = path.with_extension("tmp");
+        // A unique temporary name, then a rename: a file another executor has
+        // mapped is never truncated under it.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{}.{unique}.tmp", std::process::id()));
         let io = |source| Error::Cache { path: path.to_path_buf(), source };
         std::fs::write(&tmp, bytes).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
