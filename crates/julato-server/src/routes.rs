@@ -51,6 +51,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .merge(bulk)
         .merge(deploys)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(coordinator)
 }
 
@@ -87,6 +88,14 @@ fn function_name(name: &str) -> Result<FunctionName, ApiError> {
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "route_not_found", format!("no route for `{uri}`"))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("`{uri}` does not take {method}"),
+    )
 }
 
 async fn health() -> Json<Value> {
