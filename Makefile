@@ -30,6 +30,11 @@ functions:
 run:
 	scripts/run.sh
 
+# Sends per second beside the same server's trivial endpoint, measured in one run.
+bench: functions
+	$(CARGO) build --release -p julato-cli -p julato-bench
+	target/release/julato-bench
+
 # Formatting, lints and the whole test suite, as CI runs them.
 check:
 	$(CARGO) fmt --all -- --check
