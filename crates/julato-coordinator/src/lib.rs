@@ -36,7 +36,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for a data folder: two shards per core.
+    /// Defaults for a data folder: four shards per core, at least four.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
