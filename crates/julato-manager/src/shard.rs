@@ -304,6 +304,9 @@ impl Shard {
                 batch.commit.heads.push((process.clone(), head.clone()));
             }
         }
+        // FIXME(#6): the shard waits here for the group's fsync, so it applies
+        // nothing meanwhile; pipelining the next batch behind the fsync would
+        // raise throughput on a hot shard.
         let result = self.store.append(std::mem::take(&mut batch.commit));
         if let Err(error) = &result {
             // The cached states ran ahead of the log; forget them so the next
