@@ -13,17 +13,24 @@ make --no-print-directory functions
 cargo build --release -p julato-cli
 julato=target/release/julato
 
+if curl -fsS "$JULATO_URL/healthz" >/dev/null 2>&1; then
+  echo "something already serves at $JULATO_URL; stop it or set JULATO_LISTEN" >&2
+  exit 1
+fi
+
 # The demo folder is scratch: each run starts from an empty log.
 rm -rf "$data"
 "$julato" serve --data "$data" --listen "$listen" &
 server=$!
 trap 'kill -TERM "$server" 2>/dev/null; wait "$server" 2>/dev/null' INT TERM EXIT
 
-for _ in $(seq 1 100); do
-  if curl -fsS "$JULATO_URL/healthz" >/dev/null 2>&1; then break; fi
+up=false
+for _ in $(seq 1 300); do
   if ! kill -0 "$server" 2>/dev/null; then echo "the server exited early" >&2; exit 1; fi
+  if curl -fsS "$JULATO_URL/healthz" >/dev/null 2>&1; then up=true; break; fi
   sleep 0.1
 done
+if ! $up; then echo "the server did not come up at $JULATO_URL" >&2; exit 1; fi
 
 for f in counter planes account; do
   "$julato" deploy "$f" "target/functions/$f.wasm"

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
+use julato_core::{FunctionName, ProcessKey};
 use serde_json::{Value, json};
 
 pub struct Client {
@@ -13,12 +14,21 @@ pub struct Client {
     http: reqwest::blocking::Client,
 }
 
-/// Splits `FUNCTION/KEY`.
+/// Splits and checks `FUNCTION/KEY`, so that no name can turn into another
+/// route once it is in a URL.
 pub fn split_process(process: &str) -> anyhow::Result<(&str, &str)> {
-    process
+    let (function, key) = process
         .split_once('/')
         .filter(|(f, k)| !f.is_empty() && !k.is_empty())
-        .ok_or_else(|| anyhow!("`{process}` is not FUNCTION/KEY"))
+        .ok_or_else(|| anyhow!("`{process}` is not FUNCTION/KEY"))?;
+    check_function(function)?;
+    ProcessKey::new(key).with_context(|| format!("`{process}` is not FUNCTION/KEY"))?;
+    Ok((function, key))
+}
+
+/// Checks a function name before it goes into a URL.
+pub fn check_function(function: &str) -> anyhow::Result<()> {
+    FunctionName::new(function).map(|_| ()).context("not a function name")
 }
 
 /// The JSON body of a send.
@@ -103,6 +113,7 @@ impl Client {
     }
 
     pub fn deploy(&self, name: &str, file: &Path) -> anyhow::Result<Value> {
+        check_function(name)?;
         let bytes = std::fs::read(file).with_context(|| format!("reading `{}`", file.display()))?;
         let url = format!("{}/v1/functions/{}", self.base, encode(name));
         self.answer("deploy", self.http.put(url).body(bytes).send())
@@ -147,6 +158,7 @@ impl Client {
         after: Option<&str>,
         limit: usize,
     ) -> anyhow::Result<Value> {
+        check_function(function)?;
         let mut path = format!("/v1/functions/{}/processes?limit={limit}", encode(function));
         if let Some(after) = after {
             path.push_str(&format!("&after={}", encode(after)));

@@ -84,13 +84,16 @@ pub fn run(client: &Client, out: &Output, args: IngestArgs) -> anyhow::Result<()
             "function": args.function, "key": key, "type": args.event_type, "data": data,
         }));
         if batch.len() >= args.batch {
-            let (a, r) = flush(client, &mut batch, &mut first_errors)?;
+            let (a, r) = flush(client, &mut batch, &mut first_errors).with_context(|| {
+                format!("after {accepted} events accepted and {rejected} rejected")
+            })?;
             accepted += a;
             rejected += r;
             progress.set_position((row + 1) as u64);
         }
     }
-    let (a, r) = flush(client, &mut batch, &mut first_errors)?;
+    let (a, r) = flush(client, &mut batch, &mut first_errors)
+        .with_context(|| format!("after {accepted} events accepted and {rejected} rejected"))?;
     accepted += a;
     rejected += r;
     progress.finish_and_clear();
@@ -99,6 +102,12 @@ pub fn run(client: &Client, out: &Output, args: IngestArgs) -> anyhow::Result<()
         eprintln!("rejected: {error}");
     }
     out.ingested(accepted, rejected, skipped, started.elapsed().as_secs_f64());
+    if skipped > 0 {
+        eprintln!("{skipped} rows had no `{}` and were skipped", args.key_column);
+    }
+    if rejected > 0 {
+        bail!("{rejected} events were rejected");
+    }
     Ok(())
 }
 

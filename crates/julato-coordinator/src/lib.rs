@@ -81,6 +81,7 @@ impl Error {
                 SendError::UnknownFunction(_) => "function_not_found",
                 SendError::Rejected(r) => r.code(),
                 SendError::Conflict(_) => "version_conflict",
+                SendError::IdempotencyKeyReused(_) => "idempotency_key_reused",
                 SendError::Storage(_) => "storage_failed",
                 SendError::Component(_) => "component_unavailable",
                 SendError::Overloaded => "overloaded",
@@ -155,12 +156,17 @@ impl Coordinator {
         Ok(Self { store, catalog, managers, token_wait: config.token_wait })
     }
 
-    /// Deploys a new version of a function. Compiles the component, so run it
-    /// off the async executor.
+    /// Deploys a new version of a function; the same bytes as the newest version
+    /// answer that version and `false`. Compiles the component, so run it off
+    /// the async executor.
     ///
     /// # Errors
     /// [`Error::Deploy`] when the bytes are not a fitting component.
-    pub fn deploy(&self, name: &FunctionName, bytes: Vec<u8>) -> Result<DeployedVersion, Error> {
+    pub fn deploy(
+        &self,
+        name: &FunctionName,
+        bytes: Vec<u8>,
+    ) -> Result<(DeployedVersion, bool), Error> {
         Ok(self.catalog.deploy(name, bytes)?)
     }
 

@@ -19,6 +19,8 @@ pub enum InvalidName {
     TooLong { what: &'static str, max: usize },
     #[error("{what} contains the character {found:?}, which is not allowed")]
     BadCharacter { what: &'static str, found: char },
+    #[error("{what} must start with a lowercase letter")]
+    MustStartWithLetter { what: &'static str },
     #[error("{what} `{name}` is reserved")]
     Reserved { what: &'static str, name: String },
 }
@@ -43,6 +45,9 @@ impl FunctionName {
         }
         if name.len() > MAX_FUNCTION_NAME_LEN {
             return Err(InvalidName::TooLong { what, max: MAX_FUNCTION_NAME_LEN });
+        }
+        if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err(InvalidName::MustStartWithLetter { what });
         }
         for (i, c) in name.chars().enumerate() {
             let ok =

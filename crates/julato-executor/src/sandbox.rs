@@ -201,7 +201,7 @@ impl Executor {
             Some(component) => component,
             None => {
                 let component = Component::new(&self.engine, bytes)
-                    .map_err(|e| Error::InvalidComponent(format!("{e:#}")))?;
+                    .map_err(|e| Error::InvalidComponent(short(&e)))?;
                 self.store_cached(&path, &component)?;
                 component
             }
@@ -350,7 +350,9 @@ impl Executor {
         if text.len() > limit {
             return Err(Rejection::OutputTooLarge { what, size: text.len(), limit });
         }
-        serde_json::from_str::<serde::de::IgnoredAny>(text)
+        // The same check the API applies to event data, so that everything
+        // stored can be written back verbatim.
+        serde_json::from_str::<&serde_json::value::RawValue>(text)
             .map(|_| ())
             .map_err(|e| Rejection::InvalidOutput { what, message: e.to_string() })
     }
@@ -407,6 +409,15 @@ impl Executor {
             None => Rejection::Trap(error.to_string()),
         }
     }
+}
+
+/// An engine error in one line: its message and root cause, bounded in length.
+fn short(error: &wasmtime::Error) -> String {
+    let root = error.root_cause().to_string();
+    let top = error.to_string();
+    let text = if root == top { top } else { format!("{top}: {root}") };
+    let line: String = text.lines().next().unwrap_or_default().chars().take(300).collect();
+    line
 }
 
 fn rejection(error: wit::HandlerError) -> Rejection {

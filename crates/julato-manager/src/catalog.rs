@@ -84,7 +84,9 @@ impl Catalog {
             .map_err(|e| SendError::Component(e.to_string()))
     }
 
-    /// Deploys a new immutable version of a function from component bytes.
+    /// Deploys a new immutable version of a function from component bytes. The
+    /// same bytes as the newest version make no new version: the answer is that
+    /// version, with `false` for "not created".
     ///
     /// # Errors
     /// [`DeployError`] when the bytes are not a fitting component, the component
@@ -93,7 +95,7 @@ impl Catalog {
         &self,
         name: &FunctionName,
         bytes: Vec<u8>,
-    ) -> Result<DeployedVersion, DeployError> {
+    ) -> Result<(DeployedVersion, bool), DeployError> {
         let loaded = self.executor.compile(&bytes)?;
         let mut event_types = self.executor.event_types(&loaded)?;
         event_types.sort();
@@ -106,6 +108,9 @@ impl Catalog {
         let mut info = self
             .get(name)
             .unwrap_or_else(|| FunctionInfo { name: name.clone(), versions: Vec::new() });
+        if let Some(latest) = info.latest().filter(|v| v.digest == loaded.digest) {
+            return Ok((latest.clone(), false));
+        }
         let deployed = DeployedVersion {
             version: info.next_version(),
             digest: loaded.digest.clone(),
@@ -119,6 +124,6 @@ impl Catalog {
         self.store.append(commit)?;
         self.functions.write().insert(name.clone(), info);
         tracing::info!(function = %name, version = %deployed.version, digest = %deployed.digest, "deployed");
-        Ok(deployed)
+        Ok((deployed, true))
     }
 }

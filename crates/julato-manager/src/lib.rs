@@ -25,6 +25,8 @@ pub enum SendError {
     Storage(String),
     #[error("cannot load the function's component: {0}")]
     Component(String),
+    #[error("idempotency key `{0}` was already used for a different event of this process")]
+    IdempotencyKeyReused(String),
     #[error("the process manager's queue is full")]
     Overloaded,
     #[error("the server is shutting down")]

@@ -15,6 +15,7 @@ use julato_core::{
 use julato_executor::HandlerContext;
 use julato_store::{Commit, Store};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{Catalog, SendError};
@@ -46,6 +47,29 @@ pub struct Applied {
     pub reply: Option<String>,
     #[serde(skip)]
     pub deduplicated: bool,
+    /// Fingerprint of the event that got this answer, so that reusing its
+    /// idempotency key for a different event is caught.
+    #[serde(default)]
+    pub request_digest: String,
+}
+
+impl SendRequest {
+    /// SHA-256 over the event type and data, hex.
+    pub fn digest(&self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.event_type.as_bytes());
+        match &self.payload {
+            Payload::Json(text) => {
+                hasher.update(b"\0json\0");
+                hasher.update(text.as_bytes());
+            }
+            Payload::Bytes(bytes) => {
+                hasher.update(b"\0bytes\0");
+                hasher.update(bytes);
+            }
+        }
+        hex::encode(hasher.finalize())
+    }
 }
 
 type Answer = Result<Applied, SendError>;
@@ -230,6 +254,9 @@ struct Batch {
 }
 
 impl Shard {
+    // FIXME(#5): one shard runs one handler at a time, so a handler that burns
+    // its whole budget holds up every other process of its shard until it is
+    // stopped; fair scheduling and more executor workers come with autoscaling.
     fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
         let _span = tracing::info_span!("shard", shard = self.index).entered();
         while let Some(first) = rx.blocking_recv() {
@@ -341,9 +368,13 @@ impl Shard {
             .latest(&process.function)
             .ok_or_else(|| SendError::UnknownFunction(process.function.clone()))?;
 
-        if let Some(token) = &request.idempotency_key
+        let digest = request.idempotency_key.as_ref().map(|_| request.digest());
+        if let (Some(token), Some(digest)) = (&request.idempotency_key, &digest)
             && let Some(first) = self.first_answer(&process, token, batch)?
         {
+            if first.request_digest != *digest {
+                return Err(SendError::IdempotencyKeyReused(token.clone()));
+            }
             return Ok(first);
         }
 
@@ -433,6 +464,7 @@ impl Shard {
             state: head.state.clone(),
             reply: outcome.reply,
             deduplicated: false,
+            request_digest: digest.unwrap_or_default(),
         };
 
         if let Some(token) = request.idempotency_key {

@@ -37,7 +37,7 @@ fn status_of(code: &str) -> StatusCode {
     match code {
         "invalid_name" => StatusCode::BAD_REQUEST,
         "function_not_found" | "process_not_found" | "event_not_found" => StatusCode::NOT_FOUND,
-        "version_conflict" => StatusCode::CONFLICT,
+        "version_conflict" | "idempotency_key_reused" => StatusCode::CONFLICT,
         "handler_timeout" => StatusCode::GATEWAY_TIMEOUT,
         "overloaded" | "shutting_down" | "token_not_reached" => StatusCode::SERVICE_UNAVAILABLE,
         "storage_failed" | "component_unavailable" | "internal" => {

@@ -5,15 +5,16 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use julato_coordinator::Coordinator;
 use julato_core::{FunctionName, ProcessKey, Seq, Version};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
@@ -72,14 +73,61 @@ fn parse<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T,
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
 }
 
+/// Path parameters, with a JSON error when they are not valid UTF-8.
+struct ApiPath<T>(T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| ApiPath(value))
+            .map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))
+    }
+}
+
+/// Page size: 100 unless given, at most [`MAX_PAGE`]; zero is refused.
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(0) => Err(ApiError::bad_request("invalid_query", "`limit` must be at least 1")),
+        Some(n) => Ok(n.min(MAX_PAGE)),
+    }
+}
+
 fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(q)| q)
         .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
 }
 
-fn ok(value: Value) -> ApiResult {
+fn ok(value: impl Serialize) -> ApiResult {
     Ok(Json(value).into_response())
+}
+
+/// One answer of a bulk request: the accepted event or why it was not.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BulkResult<'a> {
+    Applied(wire::AppliedView<'a>),
+    Failed { error: Value },
+}
+
+/// A page of events.
+#[derive(Serialize)]
+struct EventPage<'a> {
+    events: Vec<wire::RecordView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_from_version: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_from: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
 }
 
 fn function_name(name: &str) -> Result<FunctionName, ApiError> {
@@ -108,7 +156,7 @@ async fn openapi() -> Response {
 
 async fn deploy(
     State(coordinator): Shared,
-    Path(function): Path<String>,
+    ApiPath(function): ApiPath<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let name = function_name(&function)?;
@@ -118,11 +166,14 @@ async fn deploy(
     }
     let worker = coordinator.clone();
     let deploy_name = name.clone();
-    let deployed =
+    let (deployed, created) =
         tokio::task::spawn_blocking(move || worker.deploy(&deploy_name, bytes)).await.map_err(
             |e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         )??;
-    Ok((StatusCode::CREATED, Json(wire::deployed(&name, &deployed))).into_response())
+    let mut body = wire::deployed(&name, &deployed);
+    body["unchanged"] = Value::Bool(!created);
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(body)).into_response())
 }
 
 async fn functions(State(coordinator): Shared) -> ApiResult {
@@ -130,14 +181,14 @@ async fn functions(State(coordinator): Shared) -> ApiResult {
     ok(json!({ "functions": list }))
 }
 
-async fn function(State(coordinator): Shared, Path(function): Path<String>) -> ApiResult {
+async fn function(State(coordinator): Shared, ApiPath(function): ApiPath<String>) -> ApiResult {
     let info = coordinator.function(&function_name(&function)?)?;
     ok(wire::function(&info))
 }
 
 async fn send(
     State(coordinator): Shared,
-    Path((function, key)): Path<(String, String)>,
+    ApiPath((function, key)): ApiPath<(String, String)>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let process = wire::process_id(&function, &key)?;
@@ -165,41 +216,54 @@ async fn send_bulk(State(coordinator): Shared, bytes: Result<Bytes, BytesRejecti
     }
 
     // Events that fail validation are answered on their own; the rest are sent.
-    let mut results: Vec<Option<Value>> = Vec::with_capacity(body.events.len());
+    let mut failures: Vec<Option<Value>> = Vec::with_capacity(body.events.len());
     let mut requests = Vec::new();
-    let mut positions = Vec::new();
-    for (i, event) in body.events.into_iter().enumerate() {
+    for event in body.events {
         match wire::bulk_request(event) {
             Ok(request) => {
-                positions.push(i);
                 requests.push(request);
-                results.push(None);
+                failures.push(None);
             }
-            Err(error) => results.push(Some(json!({ "error": error.body() }))),
+            Err(error) => failures.push(Some(json!(error.body()))),
         }
     }
     let processes: Vec<_> = requests.iter().map(|r| r.process.clone()).collect();
-    let answers = coordinator.send_many(requests).await;
+    let mut answers = coordinator.send_many(requests).await.into_iter().zip(&processes);
     let (mut accepted, mut max_seq) = (0usize, Seq(0));
-    for ((i, process), answer) in positions.into_iter().zip(processes).zip(answers) {
-        results[i] = Some(match answer {
-            Ok(applied) => {
-                accepted += 1;
-                max_seq = max_seq.max(applied.seq);
-                let token = julato_core::CausalToken { seq: applied.seq };
-                wire::applied(&process, &applied, token)
-            }
-            Err(error) => json!({ "error": ApiError::from(error).body() }),
-        });
+    let mut results = Vec::with_capacity(failures.len());
+    for failure in failures {
+        let result = match failure {
+            Some(error) => BulkResult::Failed { error },
+            None => match answers.next() {
+                Some((Ok(applied), process)) => {
+                    accepted += 1;
+                    max_seq = max_seq.max(applied.seq);
+                    let token = julato_core::CausalToken { seq: applied.seq };
+                    BulkResult::Applied(wire::applied(process, &applied, token))
+                }
+                Some((Err(error), _)) => BulkResult::Failed { error: ApiError::from(error).body() },
+                None => BulkResult::Failed {
+                    error: ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "an answer is missing",
+                    )
+                    .body(),
+                },
+            },
+        };
+        results.push(result);
     }
     let total = results.len();
     let token = julato_core::CausalToken { seq: max_seq.max(coordinator.token().seq) };
-    ok(json!({
-        "accepted": accepted,
-        "rejected": total - accepted,
-        "results": results,
-        "token": token.to_string(),
-    }))
+    #[derive(Serialize)]
+    struct BulkAnswer<'a> {
+        accepted: usize,
+        rejected: usize,
+        results: Vec<BulkResult<'a>>,
+        token: String,
+    }
+    ok(BulkAnswer { accepted, rejected: total - accepted, results, token: token.to_string() })
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,7 +274,7 @@ struct ReadQuery {
 
 async fn state(
     State(coordinator): Shared,
-    Path((function, key)): Path<(String, String)>,
+    ApiPath((function, key)): ApiPath<(String, String)>,
     query: Result<Query<ReadQuery>, QueryRejection>,
 ) -> ApiResult {
     let query = query_of(query)?;
@@ -232,17 +296,21 @@ struct HistoryQuery {
 
 async fn history(
     State(coordinator): Shared,
-    Path((function, key)): Path<(String, String)>,
+    ApiPath((function, key)): ApiPath<(String, String)>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult {
     let query = query_of(query)?;
     let process = wire::process_id(&function, &key)?;
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let limit = page_limit(query.limit)?;
     let from = Version(query.from_version.unwrap_or(1));
     let events = coordinator.history(&process, from, limit)?;
     let next = (events.len() == limit).then(|| events.last().map(|r| r.version.0 + 1)).flatten();
-    let events: Vec<Value> = events.iter().map(wire::record).collect();
-    ok(json!({ "events": events, "next_from_version": next }))
+    ok(EventPage {
+        events: events.iter().map(wire::record).collect(),
+        next_from_version: Some(next),
+        next_from: None,
+        token: None,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,7 +322,7 @@ struct ProcessesQuery {
 
 async fn processes(
     State(coordinator): Shared,
-    Path(function): Path<String>,
+    ApiPath(function): ApiPath<String>,
     query: Result<Query<ProcessesQuery>, QueryRejection>,
 ) -> ApiResult {
     let query = query_of(query)?;
@@ -264,7 +332,7 @@ async fn processes(
         .map(ProcessKey::new)
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let limit = page_limit(query.limit)?;
     let page = coordinator.processes(&name, after.as_ref(), limit)?;
     let next = (page.len() == limit).then(|| page.last().map(|p| p.key.clone())).flatten();
     let list: Vec<Value> = page.iter().map(wire::summary).collect();
@@ -283,15 +351,19 @@ async fn log(
     query: Result<Query<LogQuery>, QueryRejection>,
 ) -> ApiResult {
     let query = query_of(query)?;
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let limit = page_limit(query.limit)?;
     let from = Seq(query.from.unwrap_or(1).max(1));
     let events = coordinator.log(from, limit)?;
     let next = events.last().map(|r| r.seq.0 + 1).unwrap_or(from.0);
-    let events: Vec<Value> = events.iter().map(wire::record).collect();
-    ok(json!({ "events": events, "next_from": next, "token": coordinator.token().to_string() }))
+    ok(EventPage {
+        events: events.iter().map(wire::record).collect(),
+        next_from_version: None,
+        next_from: Some(next),
+        token: Some(coordinator.token().to_string()),
+    })
 }
 
-async fn event(State(coordinator): Shared, Path(seq): Path<String>) -> ApiResult {
+async fn event(State(coordinator): Shared, ApiPath(seq): ApiPath<String>) -> ApiResult {
     let seq: u64 = seq
         .parse()
         .map_err(|_| ApiError::bad_request("bad_request", format!("`{seq}` is not a seq")))?;

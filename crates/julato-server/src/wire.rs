@@ -5,10 +5,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use julato_coordinator::{Applied, ProcessSummary, SendRequest};
 use julato_core::{
-    CausalToken, DeployedVersion, EventRecord, FunctionInfo, FunctionName, Payload, ProcessHead,
-    ProcessId, ProcessKey, Version,
+    CausalToken, DeployedVersion, EventRecord, FunctionInfo, FunctionName, FunctionVersion,
+    Payload, ProcessHead, ProcessId, ProcessKey, Seq, Version,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -149,40 +149,76 @@ pub fn bulk_request(event: BulkEvent) -> Result<SendRequest, ApiError> {
     )
 }
 
-/// JSON text we produced or validated, embedded as JSON.
-// FIXME(#6): this parses every state and reply again to embed it; writing the
-// validated text through as a raw value would spare the hot path a parse.
-fn raw(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
-}
-
-pub fn applied(process: &ProcessId, applied: &Applied, token: CausalToken) -> Value {
-    json!({
-        "function": process.function,
-        "key": process.key,
-        "seq": applied.seq,
-        "version": applied.version,
-        "time": applied.time.to_rfc3339(),
-        "function_version": applied.function_version,
-        "state": raw(&applied.state),
-        "reply": applied.reply.as_deref().map(raw),
-        "deduplicated": applied.deduplicated,
-        "token": token.to_string(),
+/// JSON text we produced or validated, written through verbatim: never parsed
+/// again, so what was accepted reads back exactly as it was sent.
+pub fn raw(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_owned()).unwrap_or_else(|_| {
+        // Unreachable for text that passed our own validation; keep it
+        // lossless as a JSON string rather than dropping it.
+        serde_json::value::to_raw_value(text).expect("a string is JSON")
     })
 }
 
-pub fn head(process: &ProcessId, head: &ProcessHead, token: CausalToken) -> Value {
-    json!({
-        "function": process.function,
-        "key": process.key,
-        "version": head.version,
-        "seq": head.last_seq,
-        "state": raw(&head.state),
-        "function_version": head.function_version,
-        "created": head.created.to_rfc3339(),
-        "updated": head.updated.to_rfc3339(),
-        "token": token.to_string(),
-    })
+/// The answer to an accepted send.
+#[derive(Debug, Serialize)]
+pub struct AppliedView<'a> {
+    pub function: &'a FunctionName,
+    pub key: &'a ProcessKey,
+    pub seq: Seq,
+    pub version: Version,
+    pub time: String,
+    pub function_version: FunctionVersion,
+    pub state: Box<RawValue>,
+    pub reply: Option<Box<RawValue>>,
+    pub deduplicated: bool,
+    pub token: String,
+}
+
+pub fn applied<'a>(
+    process: &'a ProcessId,
+    applied: &Applied,
+    token: CausalToken,
+) -> AppliedView<'a> {
+    AppliedView {
+        function: &process.function,
+        key: &process.key,
+        seq: applied.seq,
+        version: applied.version,
+        time: applied.time.to_rfc3339(),
+        function_version: applied.function_version,
+        state: raw(&applied.state),
+        reply: applied.reply.as_deref().map(raw),
+        deduplicated: applied.deduplicated,
+        token: token.to_string(),
+    }
+}
+
+/// A process's state now.
+#[derive(Debug, Serialize)]
+pub struct HeadView<'a> {
+    pub function: &'a FunctionName,
+    pub key: &'a ProcessKey,
+    pub version: Version,
+    pub seq: Seq,
+    pub state: Box<RawValue>,
+    pub function_version: FunctionVersion,
+    pub created: String,
+    pub updated: String,
+    pub token: String,
+}
+
+pub fn head<'a>(process: &'a ProcessId, head: &ProcessHead, token: CausalToken) -> HeadView<'a> {
+    HeadView {
+        function: &process.function,
+        key: &process.key,
+        version: head.version,
+        seq: head.last_seq,
+        state: raw(&head.state),
+        function_version: head.function_version,
+        created: head.created.to_rfc3339(),
+        updated: head.updated.to_rfc3339(),
+        token: token.to_string(),
+    }
 }
 
 pub fn summary(summary: &ProcessSummary) -> Value {
@@ -196,44 +232,77 @@ pub fn summary(summary: &ProcessSummary) -> Value {
     })
 }
 
-fn payload_fields(payload: &Payload, object: &mut serde_json::Map<String, Value>) {
+/// An event's body as JSON shows it: `data`, or `data_base64` for raw bytes.
+#[derive(Debug, Serialize)]
+pub struct PayloadView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<String>,
+}
+
+fn payload_view(payload: &Payload) -> PayloadView {
     match payload {
-        Payload::Json(text) => {
-            object.insert("data".into(), raw(text));
-        }
+        Payload::Json(text) => PayloadView { data: Some(raw(text)), data_base64: None },
         Payload::Bytes(bytes) => {
-            object.insert("data_base64".into(), Value::String(BASE64.encode(bytes)));
+            PayloadView { data: None, data_base64: Some(BASE64.encode(bytes)) }
         }
     }
 }
 
-pub fn record(record: &EventRecord) -> Value {
-    let mut object = serde_json::Map::new();
-    object.insert("seq".into(), json!(record.seq));
-    object.insert("function".into(), json!(record.function));
-    object.insert("key".into(), json!(record.key));
-    object.insert("version".into(), json!(record.version));
-    object.insert("type".into(), json!(record.event_type));
-    payload_fields(&record.payload, &mut object);
-    object.insert("time".into(), json!(record.time.to_rfc3339()));
-    object.insert("function_version".into(), json!(record.function_version));
-    object.insert("idempotency_key".into(), json!(record.idempotency_key));
-    object.insert("causes".into(), json!(record.causes));
-    object.insert("reply".into(), record.reply.as_deref().map_or(Value::Null, raw));
-    let emitted: Vec<Value> = record
-        .emitted
-        .iter()
-        .map(|e| {
-            let mut o = serde_json::Map::new();
-            o.insert("function".into(), json!(e.function));
-            o.insert("key".into(), json!(e.key));
-            o.insert("type".into(), json!(e.event_type));
-            payload_fields(&e.payload, &mut o);
-            Value::Object(o)
-        })
-        .collect();
-    object.insert("emitted".into(), Value::Array(emitted));
-    Value::Object(object)
+#[derive(Debug, Serialize)]
+pub struct EmittedView<'a> {
+    pub function: &'a str,
+    pub key: &'a str,
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    #[serde(flatten)]
+    pub payload: PayloadView,
+}
+
+/// One event record of the log.
+#[derive(Debug, Serialize)]
+pub struct RecordView<'a> {
+    pub seq: Seq,
+    pub function: &'a FunctionName,
+    pub key: &'a ProcessKey,
+    pub version: Version,
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    #[serde(flatten)]
+    pub payload: PayloadView,
+    pub time: String,
+    pub function_version: FunctionVersion,
+    pub idempotency_key: Option<&'a str>,
+    pub causes: &'a [Seq],
+    pub reply: Option<Box<RawValue>>,
+    pub emitted: Vec<EmittedView<'a>>,
+}
+
+pub fn record(record: &EventRecord) -> RecordView<'_> {
+    RecordView {
+        seq: record.seq,
+        function: &record.function,
+        key: &record.key,
+        version: record.version,
+        event_type: &record.event_type,
+        payload: payload_view(&record.payload),
+        time: record.time.to_rfc3339(),
+        function_version: record.function_version,
+        idempotency_key: record.idempotency_key.as_deref(),
+        causes: &record.causes,
+        reply: record.reply.as_deref().map(raw),
+        emitted: record
+            .emitted
+            .iter()
+            .map(|e| EmittedView {
+                function: &e.function,
+                key: &e.key,
+                event_type: &e.event_type,
+                payload: payload_view(&e.payload),
+            })
+            .collect(),
+    }
 }
 
 pub fn deployed(function: &FunctionName, deployed: &DeployedVersion) -> Value {
