@@ -380,3 +380,32 @@ async fn managers(State(coordinator): Shared) -> ApiResult {
         "store": { "fsyncs": fsyncs, "commits": commits },
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OPENAPI;
+
+    /// Every route the router serves is described in the OpenAPI document.
+    #[test]
+    fn openapi_describes_every_route() {
+        let spec: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let routes = [
+            ("/healthz", "get"),
+            ("/v1/openapi.json", "get"),
+            ("/v1/functions", "get"),
+            ("/v1/functions/{function}", "put"),
+            ("/v1/functions/{function}", "get"),
+            ("/v1/functions/{function}/processes", "get"),
+            ("/v1/functions/{function}/processes/{key}", "get"),
+            ("/v1/functions/{function}/processes/{key}/events", "post"),
+            ("/v1/functions/{function}/processes/{key}/events", "get"),
+            ("/v1/events", "post"),
+            ("/v1/log", "get"),
+            ("/v1/events/{seq}", "get"),
+            ("/v1/managers", "get"),
+        ];
+        for (path, method) in routes {
+            assert!(spec["paths"][path][method].is_object(), "{method} {path} is not described");
+        }
+    }
+}
