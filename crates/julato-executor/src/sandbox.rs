@@ -75,6 +75,8 @@ struct Guest {
     memory_denied: bool,
     log_budget: usize,
     logs_dropped: usize,
+    /// The newest error-level line the guest logged, to explain a trap.
+    last_error: Option<String>,
     span: tracing::Span,
 }
 
@@ -110,6 +112,9 @@ impl bindings::FunctionImports for Guest {
         }
         self.log_budget -= 1;
         let message: String = message.chars().take(2048).collect();
+        if matches!(level, wit::LogLevel::Error) {
+            self.last_error = Some(message.chars().take(300).collect());
+        }
         let _enter = self.span.enter();
         match level {
             wit::LogLevel::Trace => tracing::trace!(target: "guest", "{message}"),
@@ -372,6 +377,7 @@ impl Executor {
             memory_denied: false,
             log_budget: self.limits.log_lines,
             logs_dropped: 0,
+            last_error: None,
             span,
         };
         let mut store = Store::new(&self.engine, guest);
@@ -390,21 +396,24 @@ impl Executor {
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(handler_error)) => Err(rejection(handler_error)),
-            Err(error) => Err(self.classify_trap(&error, guest.memory_denied)),
+            Err(error) => Err(self.classify_trap(&error, guest)),
         }
     }
 
-    fn classify_trap(&self, error: &wasmtime::Error, memory_denied: bool) -> Rejection {
+    fn classify_trap(&self, error: &wasmtime::Error, guest: &Guest) -> Rejection {
         match error.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => Rejection::FuelExhausted(self.limits.fuel),
             Some(Trap::Interrupt) => {
                 let ms = u64::try_from(self.limits.wall_time.as_millis()).unwrap_or(u64::MAX);
                 Rejection::Timeout(ms)
             }
-            _ if memory_denied => Rejection::MemoryLimit(self.limits.memory_bytes),
+            _ if guest.memory_denied => Rejection::MemoryLimit(self.limits.memory_bytes),
             Some(trap) => {
                 tracing::debug!(error = ?error, "guest trapped");
-                Rejection::Trap(trap.to_string())
+                match &guest.last_error {
+                    Some(said) => Rejection::Trap(format!("{trap}; the guest logged: {said}")),
+                    None => Rejection::Trap(trap.to_string()),
+                }
             }
             None => Rejection::Trap(error.to_string()),
         }

@@ -12,6 +12,17 @@ pub fn event_types<S>(function: &'static Function<S>) -> Vec<String> {
     function.event_types()
 }
 
+/// Sends a panic's message to the host's log before the guest aborts, so the
+/// trap the host reports can say why. Installed once, on the first call.
+fn report_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|panic| {
+            log(LogLevel::Error, &format!("guest panicked: {panic}"));
+        }));
+    });
+}
+
 /// The world's `init` export.
 ///
 /// # Errors
@@ -20,6 +31,7 @@ pub fn event_types<S>(function: &'static Function<S>) -> Vec<String> {
 pub fn init<S: Serialize + DeserializeOwned>(
     function: &'static Function<S>,
 ) -> Result<String, wit::HandlerError> {
+    report_panics();
     function.init_json().map_err(Into::into)
 }
 
@@ -34,6 +46,7 @@ pub fn handle<S: Serialize + DeserializeOwned>(
     event: wit::Event,
     state: String,
 ) -> Result<wit::Outcome, wit::HandlerError> {
+    report_panics();
     let info = ContextInfo {
         function: ctx.function,
         key: ctx.key,
