@@ -278,7 +278,7 @@ impl Shard {
 
     fn run_batch(&mut self, commands: Vec<Command>) {
         let mut batch = Batch::default();
-        let mut answers: Vec<Vec<Option<Answer>>> = Vec::with_capacity(commands.len());
+        let mut answers: Vec<Vec<Answer>> = Vec::with_capacity(commands.len());
         let mut responders = Vec::with_capacity(commands.len());
         let mut accepted: Vec<Slot> = Vec::new();
 
@@ -296,7 +296,7 @@ impl Shard {
                         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                slots.push(Some(answer));
+                slots.push(answer);
             }
             answers.push(slots);
             responders.push(responder);
@@ -305,7 +305,7 @@ impl Shard {
         if let Err(error) = self.commit(&mut batch) {
             let failure = SendError::Storage(error.to_string());
             for slot in &accepted {
-                answers[slot.command][slot.position] = Some(Err(failure.clone()));
+                answers[slot.command][slot.position] = Err(failure.clone());
             }
         } else {
             self.counters.applied.fetch_add(accepted.len() as u64, Ordering::Relaxed);
@@ -313,8 +313,6 @@ impl Shard {
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
 
         for (responder, slots) in responders.into_iter().zip(answers) {
-            let slots: Vec<Answer> =
-                slots.into_iter().map(|a| a.unwrap_or(Err(SendError::ShuttingDown))).collect();
             responder.respond(slots);
         }
     }
