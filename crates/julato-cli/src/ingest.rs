@@ -31,6 +31,10 @@ pub struct IngestArgs {
     /// Stop after this many rows.
     #[arg(long)]
     limit: Option<usize>,
+    /// Give row N the idempotency key `PREFIX:N`, so that running the same
+    /// ingest again, after a failure part way, applies no row twice.
+    #[arg(long, value_name = "PREFIX")]
+    idempotency_prefix: Option<String>,
 }
 
 /// One CSV field as JSON: null for `NA` or empty, a number when it parses as one.
@@ -67,7 +71,7 @@ pub fn run(client: &Client, out: &Output, args: IngestArgs) -> anyhow::Result<()
     );
 
     let started = Instant::now();
-    let (mut accepted, mut rejected, mut skipped) = (0u64, 0u64, 0u64);
+    let (mut accepted, mut rejected, mut skipped, mut repeated) = (0u64, 0u64, 0u64, 0u64);
     let mut batch = Vec::with_capacity(args.batch);
     let mut first_errors = Vec::new();
     for (row, record) in reader.records().take(total).enumerate() {
@@ -80,28 +84,34 @@ pub fn run(client: &Client, out: &Output, args: IngestArgs) -> anyhow::Result<()
         }
         let data: Map<String, Value> =
             headers.iter().zip(record.iter()).map(|(h, v)| (h.to_owned(), field(v))).collect();
-        batch.push(json!({
+        let mut event = json!({
             "function": args.function, "key": key, "type": args.event_type, "data": data,
-        }));
+        });
+        if let Some(prefix) = &args.idempotency_prefix {
+            event["idempotency_key"] = Value::String(format!("{prefix}:{}", row + 1));
+        }
+        batch.push(event);
         if batch.len() >= args.batch {
-            let (a, r) = flush(client, &mut batch, &mut first_errors).with_context(|| {
+            let (a, r, d) = flush(client, &mut batch, &mut first_errors).with_context(|| {
                 format!("after {accepted} events accepted and {rejected} rejected")
             })?;
             accepted += a;
             rejected += r;
+            repeated += d;
             progress.set_position((row + 1) as u64);
         }
     }
-    let (a, r) = flush(client, &mut batch, &mut first_errors)
+    let (a, r, d) = flush(client, &mut batch, &mut first_errors)
         .with_context(|| format!("after {accepted} events accepted and {rejected} rejected"))?;
     accepted += a;
     rejected += r;
+    repeated += d;
     progress.finish_and_clear();
 
     for error in &first_errors {
         eprintln!("rejected: {error}");
     }
-    out.ingested(accepted, rejected, skipped, started.elapsed().as_secs_f64());
+    out.ingested(accepted, repeated, rejected, skipped, started.elapsed().as_secs_f64());
     if skipped > 0 {
         eprintln!("{skipped} rows had no `{}` and were skipped", args.key_column);
     }
@@ -111,13 +121,15 @@ pub fn run(client: &Client, out: &Output, args: IngestArgs) -> anyhow::Result<()
     Ok(())
 }
 
+/// Sends one batch; answers the events accepted, rejected and already applied
+/// before (repeats of an idempotency key).
 fn flush(
     client: &Client,
     batch: &mut Vec<Value>,
     first_errors: &mut Vec<String>,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<(u64, u64, u64)> {
     if batch.is_empty() {
-        return Ok((0, 0));
+        return Ok((0, 0, 0));
     }
     let answer = client.send_bulk(batch)?;
     for result in answer["results"].as_array().into_iter().flatten() {
@@ -128,7 +140,8 @@ fn flush(
         }
     }
     batch.clear();
-    Ok((answer["accepted"].as_u64().unwrap_or(0), answer["rejected"].as_u64().unwrap_or(0)))
+    let count = |field: &str| answer[field].as_u64().unwrap_or(0);
+    Ok((count("accepted"), count("rejected"), count("deduplicated")))
 }
 
 fn count_rows(file: &PathBuf) -> anyhow::Result<usize> {

@@ -165,17 +165,20 @@ impl Output {
         Ok(())
     }
 
-    pub fn ingested(&self, accepted: u64, rejected: u64, skipped: u64, secs: f64) {
+    /// The summary of an ingest; `accepted` includes the `repeated` rows that an
+    /// earlier run had already applied.
+    pub fn ingested(&self, accepted: u64, repeated: u64, rejected: u64, skipped: u64, secs: f64) {
         if self.json {
             let summary = serde_json::json!({
-                "accepted": accepted, "rejected": rejected, "skipped": skipped, "seconds": secs,
+                "accepted": accepted, "already_applied": repeated, "rejected": rejected,
+                "skipped": skipped, "seconds": secs,
             });
             println!("{summary}");
         } else {
             let rate = if secs > 0.0 { accepted as f64 / secs } else { 0.0 };
             println!(
-                "{accepted} events accepted, {rejected} rejected, {skipped} rows skipped \
-                 in {secs:.1} s ({rate:.0} events/s)"
+                "{accepted} events accepted ({repeated} already applied before), {rejected} \
+                 rejected, {skipped} rows skipped in {secs:.1} s ({rate:.0} events/s)"
             );
         }
     }

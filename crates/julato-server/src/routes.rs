@@ -229,7 +229,7 @@ async fn send_bulk(State(coordinator): Shared, bytes: Result<Bytes, BytesRejecti
     }
     let processes: Vec<_> = requests.iter().map(|r| r.process.clone()).collect();
     let mut answers = coordinator.send_many(requests).await.into_iter().zip(&processes);
-    let (mut accepted, mut max_seq) = (0usize, Seq(0));
+    let (mut accepted, mut deduplicated, mut max_seq) = (0usize, 0usize, Seq(0));
     let mut results = Vec::with_capacity(failures.len());
     for failure in failures {
         let result = match failure {
@@ -237,6 +237,7 @@ async fn send_bulk(State(coordinator): Shared, bytes: Result<Bytes, BytesRejecti
             None => match answers.next() {
                 Some((Ok(applied), process)) => {
                     accepted += 1;
+                    deduplicated += usize::from(applied.deduplicated);
                     max_seq = max_seq.max(applied.seq);
                     let token = julato_core::CausalToken { seq: applied.seq };
                     BulkResult::Applied(wire::applied(process, &applied, token))
@@ -258,12 +259,21 @@ async fn send_bulk(State(coordinator): Shared, bytes: Result<Bytes, BytesRejecti
     let token = julato_core::CausalToken { seq: max_seq.max(coordinator.token().seq) };
     #[derive(Serialize)]
     struct BulkAnswer<'a> {
+        /// Events applied now or, for a repeated idempotency key, before.
         accepted: usize,
+        /// How many of the accepted were repeats answered with the first answer.
+        deduplicated: usize,
         rejected: usize,
         results: Vec<BulkResult<'a>>,
         token: String,
     }
-    ok(BulkAnswer { accepted, rejected: total - accepted, results, token: token.to_string() })
+    ok(BulkAnswer {
+        accepted,
+        deduplicated,
+        rejected: total - accepted,
+        results,
+        token: token.to_string(),
+    })
 }
 
 #[derive(Debug, Deserialize)]
