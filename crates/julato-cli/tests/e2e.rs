@@ -652,20 +652,17 @@ fn cli_ingest_feeds_a_csv() {
     server.deploy("planes");
     let csv = common::data_file("data/flights-2013-01.csv");
     let csv = csv.to_str().expect("a UTF-8 path");
-    let out = server.cli(&[
-        "--json",
-        "ingest",
-        "planes",
-        csv,
-        "--key-column",
-        "tailnum",
-        "--type",
-        "Flight",
-        "--limit",
-        "500",
-        "--batch",
-        "128",
-    ]);
+    // `julato --json ingest` of the first `limit` rows, with extra flags.
+    let ingest = |limit: &str, batch: &str, extra: &[&str]| {
+        let mut args = vec!["--json", "ingest", "planes", csv, "--key-column", "tailnum"];
+        args.extend(["--type", "Flight", "--limit", limit, "--batch", batch]);
+        args.extend(extra);
+        server.cli(&args)
+    };
+    let versions = || -> u64 {
+        server.processes("planes").iter().map(|p| as_u64(&p["version"], "version")).sum()
+    };
+    let out = ingest("500", "128", &[]);
     let summary = out.json();
     let (accepted, rejected, skipped) = (
         as_u64(&summary["accepted"], "accepted"),
@@ -676,40 +673,18 @@ fn cli_ingest_feeds_a_csv() {
     assert_eq!(accepted + skipped, 500, "{summary}");
 
     // The versions of all planes add up to the accepted rows.
-    let total: u64 =
-        server.processes("planes").iter().map(|p| as_u64(&p["version"], "version")).sum();
+    let total = versions();
     assert_eq!(total, accepted);
 
     // With per-row idempotency keys, running the same ingest again (say, after a
     // failure part way) applies no row twice.
-    let resumable = |limit: &str| {
-        server
-            .cli(&[
-                "--json",
-                "ingest",
-                "planes",
-                csv,
-                "--key-column",
-                "tailnum",
-                "--type",
-                "Flight",
-                "--limit",
-                limit,
-                "--batch",
-                "64",
-                "--idempotency-prefix",
-                "jan",
-            ])
-            .json()
-    };
+    let resumable = |limit: &str| ingest(limit, "64", &["--idempotency-prefix", "jan"]).json();
     let first = resumable("200");
     assert_eq!(first["already_applied"], 0, "{first}");
     let applied = as_u64(&first["accepted"], "accepted");
     let again = resumable("300");
     assert_eq!(again["already_applied"], applied, "{again}");
-    let versions: u64 =
-        server.processes("planes").iter().map(|p| as_u64(&p["version"], "version")).sum();
-    assert_eq!(versions, total + as_u64(&again["accepted"], "accepted"));
+    assert_eq!(versions(), total + as_u64(&again["accepted"], "accepted"));
 }
 
 /// A reader tailing the global log while writers send never misses an event, nor

@@ -340,10 +340,14 @@ impl Shard {
             for process in &batch.touched {
                 self.processes.remove(process);
             }
-            self.counters.resident.store(self.processes.len() as u64, Ordering::Relaxed);
+            self.count_residents();
         }
         self.sequencer.settle_all(batch.seqs.drain(..));
         result
+    }
+
+    fn count_residents(&self) {
+        self.counters.resident.store(self.processes.len() as u64, Ordering::Relaxed);
     }
 
     fn head(&mut self, process: &ProcessId) -> Result<Option<&ProcessHead>, SendError> {
@@ -351,7 +355,7 @@ impl Shard {
             match self.store.head(process).map_err(|e| SendError::Storage(e.to_string()))? {
                 Some(head) => {
                     self.processes.insert(process.clone(), head);
-                    self.counters.resident.store(self.processes.len() as u64, Ordering::Relaxed);
+                    self.count_residents();
                 }
                 None => return Ok(None),
             }
@@ -474,7 +478,7 @@ impl Shard {
         batch.seqs.push(allocation.seq);
         batch.touched.push(process.clone());
         self.processes.insert(process, head);
-        self.counters.resident.store(self.processes.len() as u64, Ordering::Relaxed);
+        self.count_residents();
         Ok(applied)
     }
 
