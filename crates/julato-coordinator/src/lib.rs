@@ -1,22 +1,28 @@
 //! The coordinator: Julato's entry point behind the HTTP API. It opens the event
 //! store, keeps the catalog of deployed functions, routes events to the process
 //! managers that own their processes, and serves reads of states, histories and
-//! the global log.
+//! the global log, now or as of an earlier point. It takes checkpoints and
+//! restores the whole system to an earlier point.
+
+mod recovery;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use julato_core::{
-    CausalToken, Clock, DeployedVersion, EventRecord, FunctionInfo, FunctionName, InvalidName,
-    ProcessHead, ProcessId, ProcessKey, Seq, Sequencer, SystemClock, Version,
+    AsOf, AsOfError, Branch, CausalToken, Checkpoint, Clock, DeployedVersion, EventRecord,
+    EventTime, FunctionInfo, FunctionName, InvalidName, ProcessHead, ProcessId, ProcessKey, Seq,
+    Sequencer, SnapshotPolicy, SystemClock, Timeline, Version, VersionIndex,
 };
 use julato_executor::{Executor, Limits};
-use julato_manager::{Catalog, Managers};
+use julato_manager::{Catalog, ManagerConfig, Managers, Replayer};
 use julato_store::Store;
+use parking_lot::{Mutex, RwLock};
 
 pub use julato_manager::catalog::DeployError;
 pub use julato_manager::{Applied, SendError, SendRequest, ShardStats};
+pub use recovery::{RestoreReport, RestoreTarget};
 
 /// How the coordinator is set up.
 #[derive(Clone)]
@@ -33,6 +39,12 @@ pub struct Config {
     pub token_wait: Duration,
     /// Source of wall-clock readings for event times.
     pub clock: Arc<dyn Clock>,
+    /// How often a running process is snapshotted.
+    pub snapshots: SnapshotPolicy,
+    /// A process idle this long leaves memory; `None` keeps idle processes.
+    pub idle_eviction: Option<Duration>,
+    /// Bytes of hot state all shards may hold before evicting the least recently used.
+    pub memory_budget: usize,
 }
 
 impl Config {
@@ -46,6 +58,9 @@ impl Config {
             limits: Limits::default(),
             token_wait: Duration::from_secs(5),
             clock: Arc::new(SystemClock),
+            snapshots: SnapshotPolicy::default(),
+            idle_eviction: Some(Duration::from_secs(300)),
+            memory_budget: 512 << 20,
         }
     }
 }
@@ -65,6 +80,12 @@ pub enum Error {
     UnknownProcess(ProcessId),
     #[error("no event has seq {0}")]
     UnknownEvent(Seq),
+    #[error(transparent)]
+    OutOfRange(#[from] AsOfError),
+    #[error("no restore made branch {0}")]
+    UnknownBranch(u64),
+    #[error("cannot restore to seq {asked}: the log ends at {end}")]
+    RestorePointOutOfRange { asked: Seq, end: Seq },
     #[error("causal token {0} is not covered after waiting {1:?}")]
     TokenNotReached(CausalToken, Duration),
     #[error(transparent)]
@@ -87,6 +108,7 @@ impl Error {
                 SendError::Overloaded => "overloaded",
                 SendError::ShuttingDown => "shutting_down",
                 SendError::InvalidName(_) => "invalid_name",
+                SendError::ReplayFailed { .. } => "replay_failed",
             },
             Error::Deploy(e) => match e {
                 DeployError::Component(julato_executor::Error::InvalidComponent(_)) => {
@@ -106,6 +128,10 @@ impl Error {
             Error::UnknownFunction(_) => "function_not_found",
             Error::UnknownProcess(_) => "process_not_found",
             Error::UnknownEvent(_) => "event_not_found",
+            Error::OutOfRange(AsOfError::VersionOutOfRange { .. }) => "version_out_of_range",
+            Error::OutOfRange(AsOfError::SeqOutOfRange { .. }) => "seq_out_of_range",
+            Error::UnknownBranch(_) => "branch_not_found",
+            Error::RestorePointOutOfRange { .. } => "restore_point_out_of_range",
             Error::TokenNotReached(..) => "token_not_reached",
             Error::Store(_) => "storage_failed",
             Error::Executor(_) => "internal",
@@ -120,16 +146,57 @@ pub struct ProcessSummary {
     pub head: ProcessHead,
 }
 
+/// A process's state at one version, with where that version sits.
+#[derive(Debug, Clone)]
+pub struct ProcessState {
+    /// The version read; its `last_seq` and `updated` are those of the event
+    /// that made it (zero for version 0).
+    pub head: ProcessHead,
+    pub state: String,
+    /// The process's newest version when it was read.
+    pub newest: Version,
+}
+
 /// The running core of a Julato node; cheap to share behind an `Arc`.
 pub struct Coordinator {
     store: Store,
     catalog: Arc<Catalog>,
     managers: Managers,
+    replayer: Replayer,
     token_wait: Duration,
+    clock: Arc<dyn Clock>,
+    /// Restores archived parts of the log. Readers hold it shared for the
+    /// length of a read; a restore holds it alone.
+    timeline: RwLock<Timeline>,
+    /// One checkpoint at a time.
+    checkpointing: Mutex<()>,
+    /// One restore at a time.
+    restoring: tokio::sync::Mutex<()>,
+}
+
+/// The live version index of one process, for resolving points.
+struct LiveIndex<'a> {
+    store: &'a Store,
+    process: &'a ProcessId,
+}
+
+impl VersionIndex for LiveIndex<'_> {
+    type Error = Error;
+    fn position(&self, version: Version) -> Result<(Seq, EventTime), Error> {
+        self.store.position(self.process, version)?.ok_or_else(|| {
+            julato_store::Error::Corrupt {
+                what: "versions",
+                message: format!("{} has no entry for version {version}", self.process),
+            }
+            .into()
+        })
+    }
 }
 
 impl Coordinator {
     /// Opens the data folder, recovers the log and starts the process managers.
+    /// Nothing is replayed here: a process is rebuilt from its newest snapshot
+    /// (every checkpoint leaves one per process) when it is first used.
     ///
     /// # Errors
     /// Fails when the store cannot be opened or the engine configured.
@@ -138,10 +205,18 @@ impl Coordinator {
         let executor = Arc::new(Executor::new(&config.data_dir.join("cache"), config.limits)?);
         let catalog = Arc::new(Catalog::open(store.clone(), executor)?);
         let (last_seq, last_time) = store.tail()?;
+        let timeline = Timeline::new(store.branches()?);
+        let newest_checkpoint =
+            store.checkpoints()?.into_iter().rev().find(|c| c.archived_by.is_none());
         let sequencer = Sequencer::new(last_seq, last_time, config.clock.clone());
         let managers = Managers::start(
-            config.shards,
-            config.queue_capacity,
+            &ManagerConfig {
+                shards: config.shards,
+                queue_capacity: config.queue_capacity,
+                snapshots: config.snapshots,
+                idle_eviction: config.idle_eviction,
+                memory_budget: config.memory_budget,
+            },
             store.clone(),
             catalog.clone(),
             sequencer,
@@ -149,11 +224,23 @@ impl Coordinator {
         tracing::info!(
             data = %config.data_dir.display(),
             last_seq = last_seq.0,
+            checkpoint = newest_checkpoint.as_ref().map(|c| c.seq.0),
+            restores = timeline.branches().len(),
             functions = catalog.list().len(),
             shards = config.shards,
             "coordinator open"
         );
-        Ok(Self { store, catalog, managers, token_wait: config.token_wait })
+        Ok(Self {
+            replayer: Replayer::new(store.clone(), catalog.clone()),
+            store,
+            catalog,
+            managers,
+            token_wait: config.token_wait,
+            clock: config.clock,
+            timeline: RwLock::new(timeline),
+            checkpointing: Mutex::new(()),
+            restoring: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Deploys a new version of a function; the same bytes as the newest version
@@ -220,27 +307,102 @@ impl Coordinator {
             .collect()
     }
 
-    /// The current state of a process.
-    ///
-    /// # Errors
-    /// [`Error::UnknownFunction`] or [`Error::UnknownProcess`].
-    pub fn state(&self, process: &ProcessId) -> Result<ProcessHead, Error> {
+    /// The newest head of a process.
+    fn head(&self, process: &ProcessId) -> Result<ProcessHead, Error> {
         self.function(&process.function)?;
         self.store.head(process)?.ok_or_else(|| Error::UnknownProcess(process.clone()))
     }
 
-    /// A page of a process's history starting at version `from`.
+    /// The current state of a process: from memory when it is hot, else rebuilt
+    /// from its newest snapshot and the events after it. May run handlers, so
+    /// call it off the async executor.
     ///
     /// # Errors
     /// [`Error::UnknownFunction`] or [`Error::UnknownProcess`].
+    pub fn state(&self, process: &ProcessId) -> Result<ProcessState, Error> {
+        let _timeline = self.timeline.read();
+        self.function(&process.function)?;
+        if let Some((head, state)) = self.managers.resident(process) {
+            return Ok(ProcessState { newest: head.version, head, state });
+        }
+        let head = self.head(process)?;
+        let rebuilt = self.replayer.rebuild(process, head.version)?;
+        Ok(ProcessState { newest: head.version, head, state: rebuilt.state })
+    }
+
+    /// The state of a process as of an earlier point. Version 0, and any point
+    /// before the first event, give the initial state; a time in the future
+    /// gives the newest state; a version past the newest is an error.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for a version past the newest or a seq past the
+    /// log's end, [`Error::UnknownFunction`] or [`Error::UnknownProcess`].
+    pub fn state_at(&self, process: &ProcessId, point: AsOf) -> Result<ProcessState, Error> {
+        let _timeline = self.timeline.read();
+        let newest = self.head(process)?;
+        let version = self.resolve(process, &newest, point)?;
+        if version == newest.version
+            && let Some((head, state)) = self.managers.resident(process)
+            && head.version == version
+        {
+            return Ok(ProcessState { newest: head.version, head, state });
+        }
+        let rebuilt = self.replayer.rebuild(process, version)?;
+        let head = if version == Version(0) {
+            let first = self.store.history(process, Version(1), Version(1), 1)?;
+            ProcessHead {
+                version,
+                last_seq: Seq(0),
+                function_version: first
+                    .first()
+                    .map_or(newest.function_version, |e| e.function_version),
+                created: EventTime(0),
+                updated: EventTime(0),
+            }
+        } else {
+            let (seq, time) = LiveIndex { store: &self.store, process }.position(version)?;
+            let event = self.store.event(seq)?.ok_or(Error::UnknownEvent(seq))?;
+            ProcessHead {
+                version,
+                last_seq: seq,
+                function_version: event.function_version,
+                created: newest.created,
+                updated: time,
+            }
+        };
+        Ok(ProcessState { head, state: rebuilt.state, newest: newest.version })
+    }
+
+    fn resolve(
+        &self,
+        process: &ProcessId,
+        newest: &ProcessHead,
+        point: AsOf,
+    ) -> Result<Version, Error> {
+        let index = LiveIndex { store: &self.store, process };
+        let end = self.managers.sequencer().watermark();
+        julato_core::history::resolve(&index, newest.version, end, point)
+    }
+
+    /// A page of a process's history from version `from`, up to the point
+    /// `upto` names (the newest version if none).
+    ///
+    /// # Errors
+    /// [`Error::UnknownFunction`], [`Error::UnknownProcess`] or [`Error::OutOfRange`].
     pub fn history(
         &self,
         process: &ProcessId,
         from: Version,
+        upto: Option<AsOf>,
         limit: usize,
     ) -> Result<Vec<EventRecord>, Error> {
-        self.state(process)?;
-        Ok(self.store.history(process, from.max(Version(1)), limit)?)
+        let _timeline = self.timeline.read();
+        let newest = self.head(process)?;
+        let to = match upto {
+            Some(point) => self.resolve(process, &newest, point)?,
+            None => newest.version,
+        };
+        Ok(self.store.history(process, from.max(Version(1)), to, limit)?)
     }
 
     /// A page of a function's processes in key order, after `after`.
@@ -258,24 +420,65 @@ impl Coordinator {
         Ok(page.into_iter().map(|(key, head)| ProcessSummary { key, head }).collect())
     }
 
-    /// A page of the global log from `from`, never past an event still in flight.
+    /// A page of the log from `from`, never past an event still in flight: the
+    /// live timeline, or the events a restore archived as `branch`.
     ///
     /// # Errors
-    /// [`Error::Store`] on a read failure.
-    pub fn log(&self, from: Seq, limit: usize) -> Result<Vec<EventRecord>, Error> {
+    /// [`Error::UnknownBranch`], or [`Error::Store`] on a read failure.
+    pub fn log(
+        &self,
+        from: Seq,
+        limit: usize,
+        branch: Option<u64>,
+    ) -> Result<Vec<EventRecord>, Error> {
+        let timeline = self.timeline.read();
         let upto = self.managers.sequencer().watermark();
-        Ok(self.store.log(from, upto, limit)?)
+        let ranges = match branch {
+            None => timeline.live_ranges(from, upto),
+            Some(id) => {
+                timeline.branch(id).ok_or(Error::UnknownBranch(id))?;
+                timeline.branch_ranges(id, from, upto)
+            }
+        };
+        let mut out = Vec::new();
+        for (start, end) in ranges {
+            if out.len() >= limit {
+                break;
+            }
+            out.extend(self.store.log(start, end, limit - out.len())?);
+        }
+        Ok(out)
     }
 
-    /// One event record.
+    /// One event record, and the branch it was archived to if a restore took it
+    /// off the live timeline.
     ///
     /// # Errors
     /// [`Error::UnknownEvent`] when no committed event has that seq.
-    pub fn event(&self, seq: Seq) -> Result<EventRecord, Error> {
+    pub fn event(&self, seq: Seq) -> Result<(EventRecord, Option<u64>), Error> {
         if seq > self.managers.sequencer().watermark() {
             return Err(Error::UnknownEvent(seq));
         }
-        self.store.event(seq)?.ok_or(Error::UnknownEvent(seq))
+        let record = self.store.event(seq)?.ok_or(Error::UnknownEvent(seq))?;
+        Ok((record, self.timeline.read().branch_of(seq)))
+    }
+
+    /// Every restore so far, oldest first; each archived a branch of the log.
+    pub fn restores(&self) -> Vec<Branch> {
+        self.timeline.read().branches().to_vec()
+    }
+
+    /// Every checkpoint, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Store`] on a read failure.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, Error> {
+        Ok(self.store.checkpoints()?)
+    }
+
+    /// Evicts every resident process, snapshotting each first; answers how many left.
+    pub async fn evict_all(&self) -> usize {
+        self.managers.evict_all().await
     }
 
     /// Load of each process-manager shard.

@@ -59,14 +59,13 @@ pub struct EventRecord {
     pub emitted: Vec<EmittedEvent>,
 }
 
-/// What the store keeps about a process's newest state.
+/// What the store keeps about a process's newest version; the state itself is
+/// rebuilt from snapshots and the log, or held in memory while the process is hot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessHead {
     pub version: Version,
     /// Seq of the newest event applied; `Seq(0)` before any.
     pub last_seq: Seq,
-    /// The state after `version` events, as JSON text.
-    pub state: String,
     /// Function version that produced this state.
     pub function_version: FunctionVersion,
     /// Time of the first event.

@@ -5,8 +5,10 @@
 pub mod clock;
 pub mod event;
 pub mod function;
+pub mod history;
 pub mod id;
 pub mod sequence;
+pub mod timeline;
 pub mod token;
 
 pub use clock::{Clock, EventTime, MonotonicClock, SystemClock};
@@ -14,6 +16,10 @@ pub use event::{
     EmittedEvent, EventRecord, Payload, ProcessHead, VersionConflict, check_expected_version,
 };
 pub use function::{DeployedVersion, FunctionInfo};
+pub use history::{
+    AsOf, AsOfError, Fold, RebuildError, Rebuilt, Snapshot, SnapshotPolicy, VersionIndex,
+};
 pub use id::{FunctionName, FunctionVersion, InvalidName, ProcessId, ProcessKey, Seq, Version};
 pub use sequence::{Allocation, Sequencer};
+pub use timeline::{Branch, Checkpoint, Timeline};
 pub use token::CausalToken;

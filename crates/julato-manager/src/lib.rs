@@ -4,10 +4,12 @@
 //! each batch of accepted events to the store as one group-committed write.
 
 pub mod catalog;
+pub mod replay;
 mod shard;
 
 pub use catalog::Catalog;
-pub use shard::{Applied, Managers, SendRequest, ShardStats};
+pub use replay::Replayer;
+pub use shard::{Applied, ManagerConfig, Managers, Paused, SendRequest, ShardStats};
 
 use julato_core::{FunctionName, InvalidName, VersionConflict};
 use julato_executor::Rejection;
@@ -29,6 +31,8 @@ pub enum SendError {
     IdempotencyKeyReused(String),
     #[error("the process manager's queue is full")]
     Overloaded,
+    #[error("replaying the log of {process} failed: {message}; the function is not deterministic")]
+    ReplayFailed { process: String, message: String },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error(transparent)]

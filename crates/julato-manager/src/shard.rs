@@ -2,23 +2,37 @@
 //! id hashes to it. It drains its queue in batches: applies every event of the
 //! batch in arrival order, writes the accepted ones as one commit, and answers
 //! only once that commit is durable.
+//!
+//! A shard keeps the committed states of its hot processes in a map that
+//! readers share; states of a batch in progress live in the batch until its
+//! commit is durable, so no reader ever sees an uncommitted state. Idle
+//! processes, and the least recently used when the memory budget is reached,
+//! are snapshotted and evicted; the next event or read rebuilds them from
+//! their newest snapshot and the events after it.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use julato_core::{
     EventRecord, EventTime, FunctionVersion, Payload, ProcessHead, ProcessId, Seq, Sequencer,
-    Version, check_expected_version,
+    Snapshot, SnapshotPolicy, Version, check_expected_version,
 };
 use julato_executor::HandlerContext;
 use julato_store::{Commit, Store};
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::replay::Replayer;
 use crate::{Catalog, SendError};
+
+/// Bytes a resident process costs beyond its state text: its id, head and the
+/// map's own bookkeeping, roughly.
+const RESIDENT_OVERHEAD: usize = 256;
 
 /// Most events one shard applies before committing.
 const MAX_BATCH: usize = 1024;
@@ -74,9 +88,51 @@ impl SendRequest {
 
 type Answer = Result<Applied, SendError>;
 
+/// How the process managers run.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub shards: usize,
+    /// Commands each shard may queue before senders are told to back off.
+    pub queue_capacity: usize,
+    pub snapshots: SnapshotPolicy,
+    /// A process untouched this long is evicted; `None` keeps it.
+    pub idle_eviction: Option<Duration>,
+    /// Bytes of resident state all shards together may hold before the least
+    /// recently used processes are evicted.
+    pub memory_budget: usize,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            shards: 4,
+            queue_capacity: 4096,
+            snapshots: SnapshotPolicy::default(),
+            idle_eviction: Some(Duration::from_secs(300)),
+            memory_budget: 512 << 20,
+        }
+    }
+}
+
 enum Command {
-    One { request: SendRequest, respond: oneshot::Sender<Answer> },
-    Many { requests: Vec<SendRequest>, respond: oneshot::Sender<Vec<Answer>> },
+    One {
+        request: SendRequest,
+        respond: oneshot::Sender<Answer>,
+    },
+    Many {
+        requests: Vec<SendRequest>,
+        respond: oneshot::Sender<Vec<Answer>>,
+    },
+    /// Evict processes idle for at least `idle` (all of them for zero).
+    Evict {
+        idle: Duration,
+        done: Option<oneshot::Sender<usize>>,
+    },
+    /// Stop between batches until told to go on.
+    Pause {
+        paused: oneshot::Sender<()>,
+        resume: std::sync::mpsc::Receiver<()>,
+    },
 }
 
 /// Counters of one shard, for operators.
@@ -86,55 +142,154 @@ pub struct ShardStats {
     pub queued: usize,
     pub capacity: usize,
     pub resident_processes: u64,
+    pub resident_bytes: u64,
     pub applied: u64,
     pub rejected: u64,
     pub batches: u64,
+    pub snapshots: u64,
+    pub evicted: u64,
+    pub rehydrated: u64,
+    pub replayed: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     resident: AtomicU64,
+    resident_bytes: AtomicU64,
     applied: AtomicU64,
     rejected: AtomicU64,
     batches: AtomicU64,
+    snapshots: AtomicU64,
+    evicted: AtomicU64,
+    rehydrated: AtomicU64,
+    replayed: AtomicU64,
+}
+
+/// The committed state of a hot process.
+struct Resident {
+    head: ProcessHead,
+    state: String,
+    /// Newest version that has a snapshot in the store (0 if none is known).
+    snapshotted: Version,
+    /// Milliseconds since the shard started, at the last event or read.
+    last_used: AtomicU64,
+}
+
+impl Resident {
+    fn bytes(&self) -> usize {
+        self.state.len() + RESIDENT_OVERHEAD
+    }
+}
+
+type Residents = Arc<RwLock<HashMap<ProcessId, Resident>>>;
+
+struct ShardHandle {
+    queue: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
+    residents: Residents,
 }
 
 /// Handle to every shard; cheap to clone.
 #[derive(Clone)]
 pub struct Managers {
-    shards: Arc<Vec<(mpsc::Sender<Command>, Arc<Counters>)>>,
+    shards: Arc<Vec<ShardHandle>>,
     sequencer: Sequencer,
+    started: Instant,
+}
+
+/// Every shard stopped between batches; dropping this lets them go on.
+pub struct Paused {
+    resume: Vec<std::sync::mpsc::Sender<()>>,
+    managers: Managers,
+}
+
+impl Paused {
+    /// Forgets every resident state, so each process is rebuilt from the store
+    /// on its next event or read. Only sound while paused.
+    pub fn forget_residents(&self) {
+        for shard in self.managers.shards.iter() {
+            shard.residents.write().clear();
+            shard.counters.resident.store(0, Ordering::Relaxed);
+            shard.counters.resident_bytes.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        for resume in self.resume.drain(..) {
+            let _ = resume.send(());
+        }
+    }
 }
 
 impl Managers {
-    /// Starts `shards` shard threads, each with a queue of `queue_capacity` commands.
+    /// Starts the shard threads and the eviction timer.
     pub fn start(
-        shards: usize,
-        queue_capacity: usize,
+        config: &ManagerConfig,
         store: Store,
         catalog: Arc<Catalog>,
         sequencer: Sequencer,
     ) -> Self {
-        let shards = (0..shards.max(1))
+        let started = Instant::now();
+        let count = config.shards.max(1);
+        let replayer = Replayer::new(store.clone(), catalog.clone());
+        let shards: Vec<ShardHandle> = (0..count)
             .map(|index| {
-                let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+                let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
                 let counters = Arc::new(Counters::default());
+                let residents: Residents = Arc::default();
                 let mut shard = Shard {
                     index,
                     store: store.clone(),
                     catalog: catalog.clone(),
+                    replayer: replayer.clone(),
                     sequencer: sequencer.clone(),
-                    processes: HashMap::new(),
+                    residents: residents.clone(),
                     counters: counters.clone(),
+                    snapshots: config.snapshots,
+                    budget: config.memory_budget / count,
+                    started,
                 };
                 std::thread::Builder::new()
                     .name(format!("julato-shard-{index}"))
                     .spawn(move || shard.run(rx))
                     .expect("spawning a shard thread");
-                (tx, counters)
+                ShardHandle { queue: tx, counters, residents }
             })
             .collect();
-        Self { shards: Arc::new(shards), sequencer }
+        let managers = Self { shards: Arc::new(shards), sequencer, started };
+        if let Some(idle) = config.idle_eviction {
+            managers.start_eviction_timer(idle);
+        }
+        managers
+    }
+
+    /// Asks every shard, now and then, to evict what has been idle for `idle`.
+    /// The timer stops once the shards are gone.
+    fn start_eviction_timer(&self, idle: Duration) {
+        let queues: Vec<_> = self.shards.iter().map(|s| s.queue.downgrade()).collect();
+        let every = (idle / 2).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        std::thread::Builder::new()
+            .name("julato-evict".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every);
+                    let mut alive = false;
+                    for queue in &queues {
+                        if let Some(queue) = queue.upgrade() {
+                            alive = true;
+                            // A full queue means a busy shard; it checks its
+                            // budget after every batch anyway.
+                            let _ = queue.try_send(Command::Evict { idle, done: None });
+                        }
+                    }
+                    if !alive {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the eviction timer");
     }
 
     pub fn sequencer(&self) -> &Sequencer {
@@ -147,6 +302,15 @@ impl Managers {
         (hasher.finish() % self.shards.len() as u64) as usize
     }
 
+    /// The committed head and state of a process, if it is resident.
+    pub fn resident(&self, process: &ProcessId) -> Option<(ProcessHead, String)> {
+        let shard = &self.shards[self.shard_of(process)];
+        let residents = shard.residents.read();
+        let resident = residents.get(process)?;
+        resident.last_used.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        Some((resident.head.clone(), resident.state.clone()))
+    }
+
     /// Applies one event and waits until it is durable.
     ///
     /// # Errors
@@ -155,10 +319,12 @@ impl Managers {
     pub async fn send(&self, request: SendRequest) -> Answer {
         let (respond, answer) = oneshot::channel();
         let shard = self.shard_of(&request.process);
-        self.shards[shard].0.try_send(Command::One { request, respond }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => SendError::ShuttingDown,
-        })?;
+        self.shards[shard].queue.try_send(Command::One { request, respond }).map_err(
+            |e| match e {
+                mpsc::error::TrySendError::Full(_) => SendError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => SendError::ShuttingDown,
+            },
+        )?;
         answer.await.map_err(|_| SendError::ShuttingDown)?
     }
 
@@ -180,7 +346,7 @@ impl Managers {
             let (respond, answer) = oneshot::channel();
             // A bulk request waits for room instead of failing: it is one
             // request, and its size is bounded by the body limit.
-            let sent = self.shards[shard].0.send(Command::Many { requests, respond }).await;
+            let sent = self.shards[shard].queue.send(Command::Many { requests, respond }).await;
             waits.push((indices, sent.ok().map(|()| answer)));
         }
 
@@ -206,19 +372,71 @@ impl Managers {
         answers.into_iter().map(|a| a.unwrap_or(Err(SendError::ShuttingDown))).collect()
     }
 
+    /// Evicts every resident process (snapshotting each first) and answers how
+    /// many left memory.
+    pub async fn evict_all(&self) -> usize {
+        let mut waits = Vec::new();
+        for shard in self.shards.iter() {
+            let (done, wait) = oneshot::channel();
+            let command = Command::Evict { idle: Duration::ZERO, done: Some(done) };
+            if shard.queue.send(command).await.is_ok() {
+                waits.push(wait);
+            }
+        }
+        let mut evicted = 0;
+        for wait in waits {
+            evicted += wait.await.unwrap_or(0);
+        }
+        evicted
+    }
+
+    /// Stops every shard between batches: once this returns, nothing is being
+    /// applied and everything applied is durable, until the answer is dropped.
+    ///
+    /// # Errors
+    /// [`SendError::ShuttingDown`] when a shard is gone.
+    pub async fn pause(&self) -> Result<Paused, SendError> {
+        let mut paused = Paused { resume: Vec::new(), managers: self.clone() };
+        let mut acks = Vec::new();
+        for shard in self.shards.iter() {
+            let (ack, acked) = oneshot::channel();
+            let (resume, wait) = std::sync::mpsc::channel();
+            shard
+                .queue
+                .send(Command::Pause { paused: ack, resume: wait })
+                .await
+                .map_err(|_| SendError::ShuttingDown)?;
+            paused.resume.push(resume);
+            acks.push(acked);
+        }
+        for acked in acks {
+            acked.await.map_err(|_| SendError::ShuttingDown)?;
+        }
+        Ok(paused)
+    }
+
     /// Counters of every shard.
     pub fn stats(&self) -> Vec<ShardStats> {
         self.shards
             .iter()
             .enumerate()
-            .map(|(shard, (tx, c))| ShardStats {
-                shard,
-                queued: tx.max_capacity() - tx.capacity(),
-                capacity: tx.max_capacity(),
-                resident_processes: c.resident.load(Ordering::Relaxed),
-                applied: c.applied.load(Ordering::Relaxed),
-                rejected: c.rejected.load(Ordering::Relaxed),
-                batches: c.batches.load(Ordering::Relaxed),
+            .map(|(shard, handle)| {
+                let c = &handle.counters;
+                let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+                ShardStats {
+                    shard,
+                    queued: handle.queue.max_capacity() - handle.queue.capacity(),
+                    capacity: handle.queue.max_capacity(),
+                    resident_processes: load(&c.resident),
+                    resident_bytes: load(&c.resident_bytes),
+                    applied: load(&c.applied),
+                    rejected: load(&c.rejected),
+                    batches: load(&c.batches),
+                    snapshots: load(&c.snapshots),
+                    evicted: load(&c.evicted),
+                    rehydrated: load(&c.rehydrated),
+                    replayed: load(&c.replayed),
+                }
             })
             .collect()
     }
@@ -235,12 +453,22 @@ struct Shard {
     index: usize,
     store: Store,
     catalog: Arc<Catalog>,
+    replayer: Replayer,
     sequencer: Sequencer,
-    /// Hot states of the processes this shard owns.
-    // FIXME(#3): residents are never evicted; idle eviction and a memory budget
-    // come with snapshots.
-    processes: HashMap<ProcessId, ProcessHead>,
+    /// Committed states of the hot processes this shard owns.
+    residents: Residents,
     counters: Arc<Counters>,
+    snapshots: SnapshotPolicy,
+    /// Bytes of resident state this shard may hold.
+    budget: usize,
+    started: Instant,
+}
+
+/// A process's state as a batch in progress has left it.
+struct Working {
+    head: ProcessHead,
+    state: String,
+    snapshotted: Version,
 }
 
 /// The accepted events of one batch, waiting to be committed together.
@@ -248,7 +476,8 @@ struct Shard {
 struct Batch {
     commit: Commit,
     seqs: Vec<Seq>,
-    touched: Vec<ProcessId>,
+    /// States the batch changed, not yet durable.
+    working: HashMap<ProcessId, Working>,
     /// Answers given in this batch under an idempotency key, for retries inside it.
     idempotent: HashMap<(ProcessId, String), Applied>,
 }
@@ -259,21 +488,54 @@ impl Shard {
     // stopped; fair scheduling and more executor workers come with autoscaling.
     fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
         let _span = tracing::info_span!("shard", shard = self.index).entered();
-        while let Some(first) = rx.blocking_recv() {
-            let mut commands = vec![first];
-            let mut events = commands[0].len();
-            while events < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(command) => {
-                        events += command.len();
-                        commands.push(command);
-                    }
-                    Err(_) => break,
+        let mut next = rx.blocking_recv();
+        while let Some(first) = next.take() {
+            let mut work = Vec::new();
+            let mut control = None;
+            let mut events = 0;
+            let mut item = Some(first);
+            while let Some(command) = item.take() {
+                if command.is_control() {
+                    control = Some(command);
+                    break;
+                }
+                events += command.len();
+                work.push(command);
+                if events < MAX_BATCH {
+                    item = rx.try_recv().ok();
                 }
             }
-            self.run_batch(commands);
+            if !work.is_empty() {
+                self.run_batch(work);
+                self.enforce_budget();
+            }
+            if let Some(control) = control {
+                self.control(control);
+            }
+            next = rx.blocking_recv();
         }
         tracing::debug!("shard stopped");
+    }
+
+    fn control(&mut self, command: Command) {
+        match command {
+            Command::Evict { idle, done } => {
+                let evicted = self.evict_idle(idle);
+                if let Some(done) = done {
+                    let _ = done.send(evicted);
+                }
+            }
+            Command::Pause { paused, resume } => {
+                let _ = paused.send(());
+                // Blocks until resumed, or until the pauser is gone.
+                let _ = resume.recv();
+            }
+            Command::One { .. } | Command::Many { .. } => unreachable!("not a control command"),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     fn run_batch(&mut self, commands: Vec<Command>) {
@@ -282,16 +544,17 @@ impl Shard {
         let mut responders = Vec::with_capacity(commands.len());
         let mut accepted: Vec<Slot> = Vec::new();
 
-        for (command, item) in commands.into_iter().enumerate() {
+        for item in commands {
             let (requests, responder) = match item {
                 Command::One { request, respond } => (vec![request], Responder::One(respond)),
                 Command::Many { requests, respond } => (requests, Responder::Many(respond)),
+                Command::Evict { .. } | Command::Pause { .. } => continue,
             };
             let mut slots = Vec::with_capacity(requests.len());
             for (position, request) in requests.into_iter().enumerate() {
                 let answer = self.apply(request, &mut batch);
                 match &answer {
-                    Ok(_) => accepted.push(Slot { command, position }),
+                    Ok(_) => accepted.push(Slot { command: answers.len(), position }),
                     Err(_) => {
                         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                     }
@@ -317,50 +580,81 @@ impl Shard {
         }
     }
 
-    /// Writes the batch's accepted events and the new heads in one durable commit.
+    /// Writes the batch's accepted events and the new heads in one durable
+    /// commit, then makes the new states visible to readers.
     fn commit(&mut self, batch: &mut Batch) -> Result<(), julato_store::Error> {
         if batch.commit.records.is_empty() {
             return Ok(());
         }
-        batch.touched.sort();
-        batch.touched.dedup();
-        for process in &batch.touched {
-            if let Some(head) = self.processes.get(process) {
-                batch.commit.heads.push((process.clone(), head.clone()));
-            }
+        for (process, working) in &batch.working {
+            batch.commit.heads.push((process.clone(), working.head.clone()));
         }
+        let snapshots = batch.commit.snapshots.len() as u64;
         // FIXME(#6): the shard waits here for the group's fsync, so it applies
         // nothing meanwhile; pipelining the next batch behind the fsync would
         // raise throughput on a hot shard.
         let result = self.store.append(std::mem::take(&mut batch.commit));
-        if let Err(error) = &result {
-            // The cached states ran ahead of the log; forget them so the next
-            // event rebuilds each from what was really stored.
-            tracing::error!(error = %error, "commit failed; dropping cached states of the batch");
-            for process in &batch.touched {
-                self.processes.remove(process);
+        match &result {
+            Ok(()) => {
+                self.counters.snapshots.fetch_add(snapshots, Ordering::Relaxed);
+                let now = self.now_ms();
+                let mut residents = self.residents.write();
+                for (process, working) in batch.working.drain() {
+                    let resident = Resident {
+                        head: working.head,
+                        state: working.state,
+                        snapshotted: working.snapshotted,
+                        last_used: AtomicU64::new(now),
+                    };
+                    residents.insert(process, resident);
+                }
+                self.count_residents(&residents);
             }
-            self.count_residents();
+            Err(error) => {
+                // The batch's states ran ahead of the log; they are dropped and
+                // the committed ones stay.
+                tracing::error!(error = %error, "commit failed; the batch's states are dropped");
+                batch.working.clear();
+            }
         }
         self.sequencer.settle_all(batch.seqs.drain(..));
         result
     }
 
-    fn count_residents(&self) {
-        self.counters.resident.store(self.processes.len() as u64, Ordering::Relaxed);
+    fn count_residents(&self, residents: &HashMap<ProcessId, Resident>) {
+        let bytes: usize = residents.values().map(Resident::bytes).sum();
+        self.counters.resident.store(residents.len() as u64, Ordering::Relaxed);
+        self.counters.resident_bytes.store(bytes as u64, Ordering::Relaxed);
     }
 
-    fn head(&mut self, process: &ProcessId) -> Result<Option<&ProcessHead>, SendError> {
-        if !self.processes.contains_key(process) {
-            match self.store.head(process).map_err(|e| SendError::Storage(e.to_string()))? {
-                Some(head) => {
-                    self.processes.insert(process.clone(), head);
-                    self.count_residents();
-                }
-                None => return Ok(None),
-            }
+    /// The process's state as of everything this shard has applied: from the
+    /// batch in progress, from memory, or rebuilt from the store. `None` for a
+    /// process without events.
+    fn current(
+        &self,
+        process: &ProcessId,
+        batch: &Batch,
+    ) -> Result<Option<(ProcessHead, String, Version)>, SendError> {
+        if let Some(w) = batch.working.get(process) {
+            return Ok(Some((w.head.clone(), w.state.clone(), w.snapshotted)));
         }
-        Ok(self.processes.get(process))
+        if let Some(r) = self.residents.read().get(process) {
+            r.last_used.store(self.now_ms(), Ordering::Relaxed);
+            return Ok(Some((r.head.clone(), r.state.clone(), r.snapshotted)));
+        }
+        let Some(head) = self.store.head(process).map_err(|e| SendError::Storage(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let rebuilt = self.replayer.rebuild(process, head.version)?;
+        self.counters.rehydrated.fetch_add(1, Ordering::Relaxed);
+        self.counters.replayed.fetch_add(rebuilt.replayed, Ordering::Relaxed);
+        tracing::debug!(
+            function = %process.function, process = %process.key, version = head.version.0,
+            replayed = rebuilt.replayed, "rehydrated"
+        );
+        let snapshotted = rebuilt.from_snapshot.unwrap_or(Version(0));
+        Ok(Some((head, rebuilt.state, snapshotted)))
     }
 
     fn apply(&mut self, request: SendRequest, batch: &mut Batch) -> Answer {
@@ -382,19 +676,19 @@ impl Shard {
 
         let loaded = self.catalog.loaded(&process.function, function_version)?;
         let executor = self.catalog.executor().clone();
-        let current = match self.head(&process)? {
-            Some(head) => head.clone(),
+        let (current, state, snapshotted) = match self.current(&process, batch)? {
+            Some(found) => found,
             None => {
                 let state =
                     executor.init(&loaded, process.function.as_str(), process.key.as_str())?;
-                ProcessHead {
+                let head = ProcessHead {
                     version: Version(0),
                     last_seq: Seq(0),
-                    state,
                     function_version,
                     created: EventTime(0),
                     updated: EventTime(0),
-                }
+                };
+                (head, state, Version(0))
             }
         };
         check_expected_version(current.version, request.expected_version)?;
@@ -409,23 +703,18 @@ impl Shard {
             time_unix_nanos: allocation.time.0,
             function_version: function_version.0,
         };
-        let outcome = match executor.handle(
-            &loaded,
-            &ctx,
-            &request.event_type,
-            &request.payload,
-            &current.state,
-        ) {
-            Ok(outcome) => outcome,
-            Err(rejection) => {
-                self.sequencer.settle(allocation.seq);
-                tracing::debug!(
-                    function = %process.function, process = %process.key,
-                    seq = allocation.seq.0, code = rejection.code(), "event rejected"
-                );
-                return Err(rejection.into());
-            }
-        };
+        let outcome =
+            match executor.handle(&loaded, &ctx, &request.event_type, &request.payload, &state) {
+                Ok(outcome) => outcome,
+                Err(rejection) => {
+                    self.sequencer.settle(allocation.seq);
+                    tracing::debug!(
+                        function = %process.function, process = %process.key,
+                        seq = allocation.seq.0, code = rejection.code(), "event rejected"
+                    );
+                    return Err(rejection.into());
+                }
+            };
 
         let record = EventRecord {
             seq: allocation.seq,
@@ -453,7 +742,6 @@ impl Shard {
         let head = ProcessHead {
             version,
             last_seq: allocation.seq,
-            state: outcome.state,
             function_version,
             created: if current.version == Version(0) { allocation.time } else { current.created },
             updated: allocation.time,
@@ -463,12 +751,24 @@ impl Shard {
             version,
             time: allocation.time,
             function_version,
-            state: head.state.clone(),
+            state: outcome.state.clone(),
             reply: outcome.reply,
             deduplicated: false,
             request_digest: digest.unwrap_or_default(),
         };
 
+        let mut snapshotted = snapshotted;
+        if self.snapshots.due(version) {
+            let snapshot = Snapshot {
+                version,
+                seq: allocation.seq,
+                time: allocation.time,
+                function_version,
+                state: outcome.state.clone(),
+            };
+            batch.commit.snapshots.push((process.clone(), snapshot));
+            snapshotted = version;
+        }
         if let Some(token) = request.idempotency_key {
             let stored = serde_json::to_vec(&applied).expect("serialising an answer");
             batch.commit.idempotency.push((process.clone(), token.clone(), stored));
@@ -476,9 +776,7 @@ impl Shard {
         }
         batch.commit.records.push(record);
         batch.seqs.push(allocation.seq);
-        batch.touched.push(process.clone());
-        self.processes.insert(process, head);
-        self.count_residents();
+        batch.working.insert(process, Working { head, state: outcome.state, snapshotted });
         Ok(applied)
     }
 
@@ -504,6 +802,89 @@ impl Shard {
             }
         }
     }
+
+    /// Evicts processes idle for at least `idle`; answers how many left.
+    fn evict_idle(&mut self, idle: Duration) -> usize {
+        let now = self.now_ms();
+        let idle_ms = idle.as_millis() as u64;
+        let chosen: Vec<ProcessId> = self
+            .residents
+            .read()
+            .iter()
+            .filter(|(_, r)| now.saturating_sub(r.last_used.load(Ordering::Relaxed)) >= idle_ms)
+            .map(|(p, _)| p.clone())
+            .collect();
+        self.evict(chosen)
+    }
+
+    /// Evicts the least recently used processes until resident state fits in
+    /// nine tenths of the budget, so one eviction makes room for a while.
+    fn enforce_budget(&mut self) {
+        let over = {
+            let residents = self.residents.read();
+            let bytes: usize = residents.values().map(Resident::bytes).sum();
+            if bytes <= self.budget {
+                return;
+            }
+            let mut by_age: Vec<(u64, usize, ProcessId)> = residents
+                .iter()
+                .map(|(p, r)| (r.last_used.load(Ordering::Relaxed), r.bytes(), p.clone()))
+                .collect();
+            by_age.sort_unstable_by_key(|(used, ..)| *used);
+            let target = self.budget / 10 * 9;
+            let mut remaining = bytes;
+            let mut chosen = Vec::new();
+            for (_, size, process) in by_age {
+                if remaining <= target {
+                    break;
+                }
+                remaining -= size;
+                chosen.push(process);
+            }
+            chosen
+        };
+        self.evict(over);
+    }
+
+    /// Snapshots each chosen process that has changed since its last snapshot,
+    /// then drops it from memory. A failed snapshot write loses nothing: the
+    /// state can still be rebuilt from an older snapshot and the log.
+    fn evict(&mut self, chosen: Vec<ProcessId>) -> usize {
+        if chosen.is_empty() {
+            return 0;
+        }
+        let mut residents = self.residents.write();
+        let mut commit = Commit::default();
+        let mut evicted = 0;
+        for process in chosen {
+            let Some(resident) = residents.remove(&process) else { continue };
+            evicted += 1;
+            if resident.head.version > resident.snapshotted {
+                let snapshot = Snapshot {
+                    version: resident.head.version,
+                    seq: resident.head.last_seq,
+                    time: resident.head.updated,
+                    function_version: resident.head.function_version,
+                    state: resident.state,
+                };
+                commit.snapshots.push((process, snapshot));
+            }
+        }
+        self.count_residents(&residents);
+        drop(residents);
+        let snapshots = commit.snapshots.len() as u64;
+        match self.store.append(commit) {
+            Ok(()) => {
+                self.counters.snapshots.fetch_add(snapshots, Ordering::Relaxed);
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "eviction snapshots not written; replay covers them");
+            }
+        }
+        self.counters.evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+        tracing::debug!(evicted, snapshots, "evicted idle processes");
+        evicted
+    }
 }
 
 impl Command {
@@ -511,7 +892,12 @@ impl Command {
         match self {
             Command::One { .. } => 1,
             Command::Many { requests, .. } => requests.len(),
+            Command::Evict { .. } | Command::Pause { .. } => 0,
         }
+    }
+
+    fn is_control(&self) -> bool {
+        matches!(self, Command::Evict { .. } | Command::Pause { .. })
     }
 }
 

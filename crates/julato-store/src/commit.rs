@@ -7,7 +7,10 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use fjall::PersistMode;
-use julato_core::{EventRecord, FunctionInfo, FunctionVersion, ProcessHead, ProcessId};
+use julato_core::{
+    Branch, Checkpoint, EventRecord, EventTime, FunctionInfo, FunctionVersion, ProcessHead,
+    ProcessId, Seq, Snapshot, Version,
+};
 use parking_lot::{Condvar, Mutex};
 
 use crate::{Error, Result, Tables, encode, keys};
@@ -23,6 +26,30 @@ pub struct Commit {
     pub idempotency: Vec<(ProcessId, String, Vec<u8>)>,
     /// A new function version and its component bytes.
     pub deploy: Option<(FunctionInfo, FunctionVersion, Vec<u8>)>,
+    /// Snapshots to keep (or overwrite, for the same version).
+    pub snapshots: Vec<(ProcessId, Snapshot)>,
+    /// A checkpoint to record; its snapshots ride in `snapshots`.
+    pub checkpoint: Option<Checkpoint>,
+    /// A point-in-time restore.
+    pub restore: Option<Restore>,
+}
+
+/// Everything a point-in-time restore changes, written as one atomic batch.
+/// No event record is touched: archived events stay in the log.
+#[derive(Debug, Default)]
+pub struct Restore {
+    pub branch: Option<Branch>,
+    /// Version entries that leave the live index for the branch's archive.
+    pub archived: Vec<(ProcessId, Version, Seq, EventTime)>,
+    /// Each touched process's head as of the restore point; `None` when the
+    /// process had no event yet at that point.
+    pub heads: Vec<(ProcessId, Option<ProcessHead>)>,
+    /// Idempotency keys consumed only by archived events, released.
+    pub released_keys: Vec<(ProcessId, String)>,
+    /// Snapshots of archived versions, dropped from the live timeline.
+    pub dropped_snapshots: Vec<(ProcessId, Version)>,
+    /// Checkpoints past the restore point, rewritten as archived.
+    pub checkpoints: Vec<Checkpoint>,
 }
 
 impl Commit {
@@ -31,6 +58,9 @@ impl Commit {
             && self.heads.is_empty()
             && self.idempotency.is_empty()
             && self.deploy.is_none()
+            && self.snapshots.is_empty()
+            && self.checkpoint.is_none()
+            && self.restore.is_none()
     }
 }
 
@@ -142,7 +172,7 @@ fn write_group<'a>(
         for record in &commit.records {
             batch.insert(&tables.log, keys::seq(record.seq), encode(record));
             let version = keys::version(&record.function, &record.key, record.version);
-            batch.insert(&tables.versions, version, keys::seq(record.seq));
+            batch.insert(&tables.versions, version, keys::position(record.seq, record.time));
         }
         for (process, head) in &commit.heads {
             batch.insert(
@@ -163,6 +193,46 @@ fn write_group<'a>(
                 bytes.as_slice(),
             );
         }
+        for (process, snapshot) in &commit.snapshots {
+            let key = keys::version(&process.function, &process.key, snapshot.version);
+            batch.insert(&tables.snapshots, key, encode(snapshot));
+        }
+        if let Some(checkpoint) = &commit.checkpoint {
+            batch.insert(&tables.checkpoints, checkpoint.id.to_be_bytes(), encode(checkpoint));
+        }
+        if let Some(restore) = &commit.restore {
+            write_restore(tables, &mut batch, restore);
+        }
     }
     batch.commit().map_err(|source| Error::Engine { doing: "committing a group", source })
+}
+
+fn write_restore(tables: &Tables, batch: &mut fjall::OwnedWriteBatch, restore: &Restore) {
+    let branch = restore.branch.as_ref().map_or(0, |b| b.id);
+    for (process, version, seq, time) in &restore.archived {
+        let live = keys::version(&process.function, &process.key, *version);
+        batch.remove(&tables.versions, live);
+        let archived = keys::archived(branch, &process.function, &process.key, *version);
+        batch.insert(&tables.archive, archived, keys::position(*seq, *time));
+    }
+    for (process, head) in &restore.heads {
+        let key = keys::process(&process.function, &process.key);
+        match head {
+            Some(head) => batch.insert(&tables.heads, key, encode(head)),
+            None => batch.remove(&tables.heads, key),
+        }
+    }
+    for (process, token) in &restore.released_keys {
+        batch
+            .remove(&tables.idempotency, keys::idempotency(&process.function, &process.key, token));
+    }
+    for (process, version) in &restore.dropped_snapshots {
+        batch.remove(&tables.snapshots, keys::version(&process.function, &process.key, *version));
+    }
+    for checkpoint in &restore.checkpoints {
+        batch.insert(&tables.checkpoints, checkpoint.id.to_be_bytes(), encode(checkpoint));
+    }
+    if let Some(b) = &restore.branch {
+        batch.insert(&tables.branches, b.id.to_be_bytes(), encode(b));
+    }
 }

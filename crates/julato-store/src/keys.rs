@@ -1,7 +1,7 @@
 //! Byte layouts of the store's keys. Big-endian numbers keep key order equal to
 //! numeric order; a zero byte separates names, which never contain one.
 
-use julato_core::{FunctionName, FunctionVersion, ProcessKey, Seq, Version};
+use julato_core::{EventTime, FunctionName, FunctionVersion, ProcessKey, Seq, Version};
 
 pub fn seq(seq: Seq) -> [u8; 8] {
     seq.0.to_be_bytes()
@@ -29,6 +29,27 @@ pub fn version(function: &FunctionName, process_key: &ProcessKey, version: Versi
     key.push(0);
     key.extend_from_slice(&version.0.to_be_bytes());
     key
+}
+
+/// The value of a version entry: the seq and time of the event that made it.
+pub fn position(seq: Seq, time: EventTime) -> [u8; 16] {
+    let mut value = [0; 16];
+    value[..8].copy_from_slice(&seq.0.to_be_bytes());
+    value[8..].copy_from_slice(&time.0.to_be_bytes());
+    value
+}
+
+pub fn decode_position(bytes: &[u8]) -> Option<(Seq, EventTime)> {
+    let seq = decode_seq(bytes.get(..8)?)?;
+    let time = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+    Some((seq, EventTime(time)))
+}
+
+/// A version entry moved off the live timeline by restore `branch`.
+pub fn archived(branch: u64, function: &FunctionName, key: &ProcessKey, v: Version) -> Vec<u8> {
+    let mut out = branch.to_be_bytes().to_vec();
+    out.extend_from_slice(&version(function, key, v));
+    out
 }
 
 pub fn idempotency(function: &FunctionName, process_key: &ProcessKey, token: &str) -> Vec<u8> {

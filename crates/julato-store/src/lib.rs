@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use julato_core::{
-    EventRecord, EventTime, FunctionInfo, FunctionName, FunctionVersion, ProcessHead, ProcessId,
-    ProcessKey, Seq, Version,
+    Branch, Checkpoint, EventRecord, EventTime, FunctionInfo, FunctionName, FunctionVersion,
+    ProcessHead, ProcessId, ProcessKey, Seq, Snapshot, Version,
 };
 
-pub use commit::Commit;
 use commit::Committer;
+pub use commit::{Commit, Restore};
 
 /// Errors of the event store.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,11 @@ fn engine(doing: &'static str) -> impl FnOnce(fjall::Error) -> Error {
     move |source| Error::Engine { doing, source }
 }
 
+fn decode_position(value: &[u8]) -> Result<(Seq, EventTime)> {
+    keys::decode_position(value)
+        .ok_or_else(|| Error::Corrupt { what: "versions", message: "bad position".into() })
+}
+
 fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| Error::Corrupt { what, message: e.to_string() })
 }
@@ -74,6 +79,15 @@ pub(crate) struct Tables {
     pub functions: Keyspace,
     /// function, version → component bytes.
     pub components: Keyspace,
+    /// function, key, version → [`Snapshot`].
+    pub snapshots: Keyspace,
+    /// checkpoint id → [`Checkpoint`].
+    pub checkpoints: Keyspace,
+    /// restore id → [`Branch`].
+    pub branches: Keyspace,
+    /// branch, function, key, version → seq and time: version entries a restore
+    /// took off the live timeline.
+    pub archive: Keyspace,
 }
 
 /// Handle to the embedded event store; cheap to clone.
@@ -104,6 +118,10 @@ impl Store {
             idempotency: open("idempotency")?,
             functions: open("functions")?,
             components: open("components")?,
+            snapshots: open("snapshots")?,
+            checkpoints: open("checkpoints")?,
+            branches: open("branches")?,
+            archive: open("archive")?,
             db,
         });
         let committer = Arc::new(Committer::start(tables.clone()));
@@ -204,7 +222,7 @@ impl Store {
         Ok(out)
     }
 
-    /// A process's events with `version >= from`, oldest first, at most `limit`.
+    /// A process's live events with `from <= version <= to`, oldest first, at most `limit`.
     ///
     /// # Errors
     /// Fails on an engine error or a corrupt record.
@@ -212,15 +230,18 @@ impl Store {
         &self,
         process: &ProcessId,
         from: Version,
+        to: Version,
         limit: usize,
     ) -> Result<Vec<EventRecord>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
         let start = keys::version(&process.function, &process.key, from);
-        let end = keys::version(&process.function, &process.key, Version(u64::MAX));
+        let end = keys::version(&process.function, &process.key, to);
         let mut out = Vec::new();
         for guard in self.tables.versions.range(start..=end).take(limit) {
-            let (_, seq) = guard.into_inner().map_err(engine("scanning a history"))?;
-            let seq = keys::decode_seq(&seq)
-                .ok_or_else(|| Error::Corrupt { what: "versions", message: "bad seq".into() })?;
+            let (_, value) = guard.into_inner().map_err(engine("scanning a history"))?;
+            let (seq, _) = decode_position(&value)?;
             let record = self.event(seq)?.ok_or_else(|| Error::Corrupt {
                 what: "versions",
                 message: format!("version index points at missing seq {seq}"),
@@ -228,6 +249,154 @@ impl Store {
             out.push(record);
         }
         Ok(out)
+    }
+
+    /// Seq and time of the event that made `version` of a process, on the live timeline.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt entry.
+    pub fn position(
+        &self,
+        process: &ProcessId,
+        version: Version,
+    ) -> Result<Option<(Seq, EventTime)>> {
+        let key = keys::version(&process.function, &process.key, version);
+        match self.tables.versions.get(key).map_err(engine("reading a version entry"))? {
+            None => Ok(None),
+            Some(value) => decode_position(&value).map(Some),
+        }
+    }
+
+    /// The newest snapshot of a process at or before `version`.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt snapshot.
+    pub fn snapshot_at_or_before(
+        &self,
+        process: &ProcessId,
+        version: Version,
+    ) -> Result<Option<Snapshot>> {
+        let start = keys::version(&process.function, &process.key, Version(1));
+        let end = keys::version(&process.function, &process.key, version);
+        if version < Version(1) {
+            return Ok(None);
+        }
+        match self.tables.snapshots.range(start..=end).next_back() {
+            None => Ok(None),
+            Some(guard) => {
+                let (_, value) = guard.into_inner().map_err(engine("reading a snapshot"))?;
+                decode("snapshots", &value).map(Some)
+            }
+        }
+    }
+
+    /// Versions of a process's snapshots after `after`, oldest first.
+    ///
+    /// # Errors
+    /// Fails on an engine error.
+    pub fn snapshot_versions_after(
+        &self,
+        process: &ProcessId,
+        after: Version,
+    ) -> Result<Vec<Version>> {
+        let start = keys::version(&process.function, &process.key, Version(after.0 + 1));
+        let end = keys::version(&process.function, &process.key, Version(u64::MAX));
+        let mut out = Vec::new();
+        for guard in self.tables.snapshots.range(start..=end) {
+            let key = guard.key().map_err(engine("listing snapshots"))?;
+            let bytes: [u8; 8] = key[key.len() - 8..]
+                .try_into()
+                .map_err(|_| Error::Corrupt { what: "snapshots", message: "short key".into() })?;
+            out.push(Version(u64::from_be_bytes(bytes)));
+        }
+        Ok(out)
+    }
+
+    /// About how many snapshots are kept, for operators.
+    pub fn approximate_snapshots(&self) -> u64 {
+        self.tables.snapshots.approximate_len() as u64
+    }
+
+    /// Every checkpoint, oldest first.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt value.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let mut out = Vec::new();
+        for guard in self.tables.checkpoints.iter() {
+            let (_, value) = guard.into_inner().map_err(engine("listing checkpoints"))?;
+            out.push(decode("checkpoints", &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Every restore so far, oldest first.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt value.
+    pub fn branches(&self) -> Result<Vec<Branch>> {
+        let mut out = Vec::new();
+        for guard in self.tables.branches.iter() {
+            let (_, value) = guard.into_inner().map_err(engine("listing branches"))?;
+            out.push(decode("branches", &value)?);
+        }
+        Ok(out)
+    }
+
+    /// The first event at or after `seq`, if any.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt record.
+    pub fn event_at_or_after(&self, seq: Seq) -> Result<Option<EventRecord>> {
+        match self.tables.log.range(keys::seq(seq)..).next() {
+            None => Ok(None),
+            Some(guard) => {
+                let (_, value) = guard.into_inner().map_err(engine("seeking the log"))?;
+                decode("log", &value).map(Some)
+            }
+        }
+    }
+
+    /// The newest seq at or below `upto` whose event time is at or before `time`,
+    /// or 0 if none. Event times never decrease along the log, so this is a
+    /// binary search of about 64 seeks however long the log is.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt record.
+    pub fn last_seq_at_or_before(&self, time: EventTime, upto: Seq) -> Result<Seq> {
+        // Invariant: every event with seq <= low has time <= `time` (low may hold
+        // no event), and every event with seq > high has a later time.
+        let (mut low, mut high) = (0u64, upto.0);
+        while low < high {
+            let middle = low + (high - low).div_ceil(2);
+            match self.event_at_or_after(Seq(middle))? {
+                Some(record) if record.seq.0 <= high => {
+                    if record.time <= time {
+                        low = record.seq.0;
+                    } else {
+                        high = middle - 1;
+                    }
+                }
+                // No event in middle..=high: the answer is below middle.
+                _ => high = middle - 1,
+            }
+        }
+        // `low` may be a seq no event has (a gap); step back to a real one.
+        Ok(self.event_at_or_before(Seq(low))?.map_or(Seq(0), |r| r.seq))
+    }
+
+    /// The newest event at or before `seq`, if any.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt record.
+    pub fn event_at_or_before(&self, seq: Seq) -> Result<Option<EventRecord>> {
+        match self.tables.log.range(..=keys::seq(seq)).next_back() {
+            None => Ok(None),
+            Some(guard) => {
+                let (_, value) = guard.into_inner().map_err(engine("seeking the log"))?;
+                decode("log", &value).map(Some)
+            }
+        }
     }
 
     /// Processes of a function in key order, starting after `after`, at most `limit`.
