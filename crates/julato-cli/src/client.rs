@@ -60,6 +60,31 @@ pub fn event_body(
     Ok(body)
 }
 
+/// A point in a process's history, named by at most one of its flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Point {
+    /// As of this version (0 is the initial state).
+    #[arg(long, conflicts_with_all = ["seq", "at"])]
+    pub version: Option<u64>,
+    /// As of this log position.
+    #[arg(long, conflicts_with = "at")]
+    pub seq: Option<u64>,
+    /// As of this RFC 3339 time, inclusive.
+    #[arg(long)]
+    pub at: Option<String>,
+}
+
+impl Point {
+    fn query(&self) -> Option<String> {
+        match (self.version, self.seq, &self.at) {
+            (Some(v), _, _) => Some(format!("version={v}")),
+            (_, Some(s), _) => Some(format!("seq={s}")),
+            (_, _, Some(at)) => Some(format!("at={}", encode(at))),
+            _ => None,
+        }
+    }
+}
+
 fn encode(segment: &str) -> String {
     let mut out = String::new();
     for b in segment.bytes() {
@@ -128,8 +153,12 @@ impl Client {
         self.post("bulk send", "/v1/events", &json!({ "events": events }))
     }
 
-    pub fn state(&self, function: &str, key: &str) -> anyhow::Result<Value> {
-        let path = format!("/v1/functions/{}/processes/{}", encode(function), encode(key));
+    pub fn state(&self, function: &str, key: &str, point: &Point) -> anyhow::Result<Value> {
+        let mut path = format!("/v1/functions/{}/processes/{}", encode(function), encode(key));
+        if let Some(query) = point.query() {
+            path.push('?');
+            path.push_str(&query);
+        }
         self.get("state", &path)
     }
 
@@ -139,13 +168,40 @@ impl Client {
         key: &str,
         from_version: u64,
         limit: usize,
+        point: &Point,
     ) -> anyhow::Result<Value> {
-        let path = format!(
+        let mut path = format!(
             "/v1/functions/{}/processes/{}/events?from_version={from_version}&limit={limit}",
             encode(function),
             encode(key)
         );
+        if let Some(query) = point.query() {
+            path.push('&');
+            path.push_str(&query);
+        }
         self.get("history", &path)
+    }
+
+    pub fn checkpoint(&self) -> anyhow::Result<Value> {
+        let taken = self.post("checkpoint", "/v1/checkpoints", &json!({}))?;
+        Ok(json!({ "checkpoints": [taken] }))
+    }
+
+    pub fn checkpoints(&self) -> anyhow::Result<Value> {
+        self.get("checkpoints", "/v1/checkpoints")
+    }
+
+    pub fn restore(&self, seq: Option<u64>, at: Option<&str>) -> anyhow::Result<Value> {
+        let body = match (seq, at) {
+            (Some(seq), None) => json!({ "seq": seq }),
+            (None, Some(at)) => json!({ "at": at }),
+            _ => bail!("give exactly one of --seq and --at"),
+        };
+        self.post("restore", "/v1/restore", &body)
+    }
+
+    pub fn restores(&self) -> anyhow::Result<Value> {
+        self.get("restores", "/v1/restores")
     }
 
     pub fn functions(&self) -> anyhow::Result<Value> {
@@ -166,7 +222,11 @@ impl Client {
         self.get("processes", &path)
     }
 
-    pub fn log(&self, from: u64, limit: usize) -> anyhow::Result<Value> {
-        self.get("log", &format!("/v1/log?from={from}&limit={limit}"))
+    pub fn log(&self, from: u64, limit: usize, branch: Option<u64>) -> anyhow::Result<Value> {
+        let mut path = format!("/v1/log?from={from}&limit={limit}");
+        if let Some(branch) = branch {
+            path.push_str(&format!("&branch={branch}"));
+        }
+        self.get("log", &path)
     }
 }

@@ -57,12 +57,14 @@ enum Command {
         #[arg(long)]
         expected_version: Option<u64>,
     },
-    /// Print a process's current state.
+    /// Print a process's state, now or as of an earlier point.
     State {
         /// The process, as FUNCTION/KEY.
         process: String,
+        #[command(flatten)]
+        point: client::Point,
     },
-    /// Print a process's events.
+    /// Print a process's events, up to an earlier point if one is given.
     History {
         /// The process, as FUNCTION/KEY.
         process: String,
@@ -72,7 +74,25 @@ enum Command {
         /// Most events to show.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        #[command(flatten)]
+        point: client::Point,
     },
+    /// Take a checkpoint: a consistent cut of every process at one log position.
+    Checkpoint,
+    /// List checkpoints.
+    Checkpoints,
+    /// Put every process back to an earlier log position or time. Events after
+    /// it are kept as an archived branch of the log.
+    Restore {
+        /// Keep every event at or below this seq.
+        #[arg(long, conflicts_with = "at", required_unless_present = "at")]
+        seq: Option<u64>,
+        /// Keep every event at or before this RFC 3339 time.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// List restores and the branches of the log they archived.
+    Restores,
     /// List deployed functions.
     Functions,
     /// List a function's processes.
@@ -91,6 +111,9 @@ enum Command {
         from: u64,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Show the events restore N archived instead of the live timeline.
+        #[arg(long)]
+        branch: Option<u64>,
     },
     /// Feed a CSV file to a function, one event per row, through the bulk route.
     Ingest(ingest::IngestArgs),
@@ -127,19 +150,23 @@ fn run_client(client: &Client, json: bool, command: Command) -> anyhow::Result<(
             )?;
             out.applied(&client.send(function, key, &body)?)
         }
-        Command::State { process } => {
+        Command::State { process, point } => {
             let (function, key) = client::split_process(&process)?;
-            out.state(&client.state(function, key)?)
+            out.state(&client.state(function, key, &point)?)
         }
-        Command::History { process, from_version, limit } => {
+        Command::History { process, from_version, limit, point } => {
             let (function, key) = client::split_process(&process)?;
-            out.events(&client.history(function, key, from_version, limit)?)
+            out.events(&client.history(function, key, from_version, limit, &point)?)
         }
+        Command::Checkpoint => out.checkpoints(&client.checkpoint()?),
+        Command::Checkpoints => out.checkpoints(&client.checkpoints()?),
+        Command::Restore { seq, at } => out.restored(&client.restore(seq, at.as_deref())?),
+        Command::Restores => out.restores(&client.restores()?),
         Command::Functions => out.functions(&client.functions()?),
         Command::Processes { function, after, limit } => {
             out.processes(&client.processes(&function, after.as_deref(), limit)?)
         }
-        Command::Log { from, limit } => out.events(&client.log(from, limit)?),
+        Command::Log { from, limit, branch } => out.events(&client.log(from, limit, branch)?),
         Command::Ingest(args) => ingest::run(client, &out, args),
     }
 }

@@ -91,7 +91,10 @@ impl Output {
         }
         let rows = [
             ("process", format!("{}/{}", cell(&value["function"]), cell(&value["key"]))),
-            ("version", cell(&value["version"])),
+            (
+                "version",
+                format!("{} of {}", cell(&value["version"]), cell(&value["newest_version"])),
+            ),
             ("seq", cell(&value["seq"])),
             ("updated", cell(&value["updated"])),
             ("function version", cell(&value["function_version"])),
@@ -119,6 +122,69 @@ impl Output {
                 cell(&event["type"]),
                 data,
                 cell(&event["time"]),
+            ]);
+        }
+        println!("{table}");
+        Ok(())
+    }
+
+    pub fn checkpoints(&self, value: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return self.raw(value);
+        }
+        let mut table = table(&["id", "seq", "time", "processes", "snapshots", "archived by"]);
+        for c in value["checkpoints"].as_array().into_iter().flatten() {
+            table.add_row(vec![
+                cell(&c["id"]),
+                cell(&c["seq"]),
+                cell(&c["time"]),
+                cell(&c["processes"]),
+                cell(&c["snapshots"]),
+                cell(&c["archived_by"]),
+            ]);
+        }
+        println!("{table}");
+        Ok(())
+    }
+
+    pub fn restored(&self, value: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return self.raw(value);
+        }
+        let branch = &value["branch"];
+        let archived = if branch.is_null() {
+            "nothing: no event was after that point".to_owned()
+        } else {
+            format!(
+                "{} events, seqs {} to {}, as branch {} (julato log --branch {})",
+                cell(&branch["events"]),
+                cell(&branch["archived_from"]),
+                cell(&branch["archived_upto"]),
+                cell(&branch["branch"]),
+                cell(&branch["branch"]),
+            )
+        };
+        let rows = [
+            ("restored to seq", cell(&value["restored_to"])),
+            ("processes", cell(&value["processes"])),
+            ("archived", archived),
+        ];
+        println!("{}", pairs(&rows));
+        Ok(())
+    }
+
+    pub fn restores(&self, value: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return self.raw(value);
+        }
+        let mut table = table(&["branch", "restored to", "archived seqs", "events", "restored at"]);
+        for b in value["restores"].as_array().into_iter().flatten() {
+            table.add_row(vec![
+                cell(&b["branch"]),
+                cell(&b["restored_to"]),
+                format!("{}..={}", cell(&b["archived_from"]), cell(&b["archived_upto"])),
+                cell(&b["events"]),
+                cell(&b["restored_at"]),
             ]);
         }
         println!("{table}");

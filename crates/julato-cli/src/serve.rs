@@ -34,6 +34,16 @@ pub struct ServeArgs {
     /// Memory limit per handler instance, in MiB.
     #[arg(long)]
     memory_mib: Option<usize>,
+    /// Snapshot each process every N events (0: only on eviction and checkpoints).
+    #[arg(long, default_value_t = 100)]
+    snapshot_every: u64,
+    /// Evict a process from memory after this many seconds without use (0: never).
+    #[arg(long, default_value_t = 300.0)]
+    idle_evict_secs: f64,
+    /// MiB of hot process state all shards may hold before evicting the least
+    /// recently used.
+    #[arg(long, default_value_t = 512)]
+    state_memory_mib: usize,
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -67,6 +77,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(mib) = args.memory_mib {
         config.limits.memory_bytes = mib << 20;
     }
+    config.snapshots = julato_core::SnapshotPolicy { every: args.snapshot_every };
+    anyhow::ensure!(
+        args.idle_evict_secs.is_finite() && args.idle_evict_secs >= 0.0,
+        "--idle-evict-secs must be a number of seconds, 0 or more"
+    );
+    config.idle_eviction = (args.idle_evict_secs > 0.0)
+        .then(|| std::time::Duration::from_secs_f64(args.idle_evict_secs));
+    config.memory_budget = args.state_memory_mib << 20;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

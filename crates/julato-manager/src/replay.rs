@@ -76,8 +76,35 @@ impl Replayer {
     /// [`SendError::ReplayFailed`] when a handler that once accepted an event
     /// refuses it on replay (a function that is not deterministic).
     pub fn rebuild(&self, process: &ProcessId, target: Version) -> Result<Rebuilt, SendError> {
+        self.rebuild_with(process, target, true)
+    }
+
+    /// Like [`Replayer::rebuild`] but ignoring every snapshot: the state is
+    /// replayed from the initial one, event by event. Audits use it to check
+    /// that snapshots and the log agree.
+    ///
+    /// # Errors
+    /// As [`Replayer::rebuild`].
+    pub fn replay_from_start(
+        &self,
+        process: &ProcessId,
+        target: Version,
+    ) -> Result<Rebuilt, SendError> {
+        self.rebuild_with(process, target, false)
+    }
+
+    fn rebuild_with(
+        &self,
+        process: &ProcessId,
+        target: Version,
+        use_snapshots: bool,
+    ) -> Result<Rebuilt, SendError> {
         let storage = |e: julato_store::Error| SendError::Storage(e.to_string());
-        let snapshot = self.store.snapshot_at_or_before(process, target).map_err(storage)?;
+        let snapshot = if use_snapshots {
+            self.store.snapshot_at_or_before(process, target).map_err(storage)?
+        } else {
+            None
+        };
         let base = snapshot.as_ref().map_or(Version(0), |s| s.version);
         let events =
             self.store.history(process, base.next(), target, usize::MAX).map_err(storage)?;

@@ -35,12 +35,17 @@ impl ApiError {
 /// The HTTP status of each coordinator error code.
 fn status_of(code: &str) -> StatusCode {
     match code {
-        "invalid_name" => StatusCode::BAD_REQUEST,
-        "function_not_found" | "process_not_found" | "event_not_found" => StatusCode::NOT_FOUND,
+        "invalid_name" | "restore_point_out_of_range" => StatusCode::BAD_REQUEST,
+        "function_not_found"
+        | "process_not_found"
+        | "event_not_found"
+        | "branch_not_found"
+        | "version_out_of_range"
+        | "seq_out_of_range" => StatusCode::NOT_FOUND,
         "version_conflict" | "idempotency_key_reused" => StatusCode::CONFLICT,
         "handler_timeout" => StatusCode::GATEWAY_TIMEOUT,
         "overloaded" | "shutting_down" | "token_not_reached" => StatusCode::SERVICE_UNAVAILABLE,
-        "storage_failed" | "component_unavailable" | "internal" => {
+        "storage_failed" | "component_unavailable" | "replay_failed" | "internal" => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
         _ => StatusCode::UNPROCESSABLE_ENTITY,

@@ -11,8 +11,8 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use julato_coordinator::Coordinator;
-use julato_core::{FunctionName, ProcessKey, Seq, Version};
+use julato_coordinator::{Coordinator, RestoreTarget};
+use julato_core::{EventTime, FunctionName, ProcessKey, Seq, Version};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -48,6 +48,10 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/log", get(log))
         .route("/v1/events/{seq}", get(event))
         .route("/v1/managers", get(managers))
+        .route("/v1/managers/evict", post(evict))
+        .route("/v1/checkpoints", post(take_checkpoint).get(checkpoints))
+        .route("/v1/restore", post(restore))
+        .route("/v1/restores", get(restores))
         .merge(events)
         .merge(bulk)
         .merge(deploys)
@@ -104,6 +108,19 @@ fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(q)| q)
         .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
+}
+
+/// Runs blocking coordinator work (reads that may replay handlers, checkpoints)
+/// off the async executor.
+async fn blocking<T: Send + 'static>(
+    coordinator: &Arc<Coordinator>,
+    work: impl FnOnce(&Coordinator) -> Result<T, julato_coordinator::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    let coordinator = coordinator.clone();
+    tokio::task::spawn_blocking(move || work(&coordinator))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(ApiError::from)
 }
 
 fn ok(value: impl Serialize) -> ApiResult {
@@ -280,6 +297,9 @@ async fn send_bulk(State(coordinator): Shared, bytes: Result<Bytes, BytesRejecti
 #[serde(deny_unknown_fields)]
 struct ReadQuery {
     after: Option<String>,
+    version: Option<u64>,
+    seq: Option<u64>,
+    at: Option<String>,
 }
 
 async fn state(
@@ -289,12 +309,18 @@ async fn state(
 ) -> ApiResult {
     let query = query_of(query)?;
     let process = wire::process_id(&function, &key)?;
+    let point = wire::as_of(query.version, query.seq, query.at.as_deref())?;
     if let Some(token) = wire::parse_token(query.after.as_deref())? {
         coordinator.observe(token).await?;
     }
     let token = coordinator.token();
-    let head = coordinator.state(&process)?;
-    ok(wire::head(&process, &head, token))
+    let target = process.clone();
+    let read = blocking(&coordinator, move |c| match point {
+        None => c.state(&target),
+        Some(point) => c.state_at(&target, point),
+    })
+    .await?;
+    ok(wire::head(&process, &read, token))
 }
 
 #[derive(Debug, Deserialize)]
@@ -302,6 +328,9 @@ async fn state(
 struct HistoryQuery {
     from_version: Option<u64>,
     limit: Option<usize>,
+    version: Option<u64>,
+    seq: Option<u64>,
+    at: Option<String>,
 }
 
 async fn history(
@@ -312,8 +341,9 @@ async fn history(
     let query = query_of(query)?;
     let process = wire::process_id(&function, &key)?;
     let limit = page_limit(query.limit)?;
+    let upto = wire::as_of(query.version, query.seq, query.at.as_deref())?;
     let from = Version(query.from_version.unwrap_or(1));
-    let events = coordinator.history(&process, from, limit)?;
+    let events = blocking(&coordinator, move |c| c.history(&process, from, upto, limit)).await?;
     let next = (events.len() == limit).then(|| events.last().map(|r| r.version.0 + 1)).flatten();
     ok(EventPage {
         events: events.iter().map(wire::record).collect(),
@@ -354,6 +384,8 @@ async fn processes(
 struct LogQuery {
     from: Option<u64>,
     limit: Option<usize>,
+    /// Read the events a restore archived instead of the live timeline.
+    branch: Option<u64>,
 }
 
 async fn log(
@@ -363,10 +395,14 @@ async fn log(
     let query = query_of(query)?;
     let limit = page_limit(query.limit)?;
     let from = Seq(query.from.unwrap_or(1).max(1));
-    let events = coordinator.log(from, limit)?;
+    let branch = query.branch;
+    let events = blocking(&coordinator, move |c| c.log(from, limit, branch)).await?;
     let next = events.last().map(|r| r.seq.0 + 1).unwrap_or(from.0);
     ok(EventPage {
-        events: events.iter().map(wire::record).collect(),
+        events: events
+            .iter()
+            .map(|r| wire::RecordView { archived_by: branch, ..wire::record(r) })
+            .collect(),
         next_from_version: None,
         next_from: Some(next),
         token: Some(coordinator.token().to_string()),
@@ -377,8 +413,8 @@ async fn event(State(coordinator): Shared, ApiPath(seq): ApiPath<String>) -> Api
     let seq: u64 = seq
         .parse()
         .map_err(|_| ApiError::bad_request("bad_request", format!("`{seq}` is not a seq")))?;
-    let record = coordinator.event(Seq(seq))?;
-    ok(wire::record(&record))
+    let (record, archived_by) = coordinator.event(Seq(seq))?;
+    ok(wire::RecordView { archived_by, ..wire::record(&record) })
 }
 
 async fn managers(State(coordinator): Shared) -> ApiResult {
@@ -389,6 +425,50 @@ async fn managers(State(coordinator): Shared) -> ApiResult {
         "shards": shards,
         "store": { "fsyncs": fsyncs, "commits": commits },
     }))
+}
+
+async fn evict(State(coordinator): Shared) -> ApiResult {
+    let evicted = coordinator.evict_all().await;
+    ok(json!({ "evicted": evicted }))
+}
+
+async fn take_checkpoint(State(coordinator): Shared) -> ApiResult {
+    let checkpoint = blocking(&coordinator, |c| c.checkpoint()).await?;
+    Ok((StatusCode::CREATED, Json(wire::checkpoint(&checkpoint))).into_response())
+}
+
+async fn checkpoints(State(coordinator): Shared) -> ApiResult {
+    let list = blocking(&coordinator, |c| c.checkpoints()).await?;
+    let list: Vec<Value> = list.iter().map(wire::checkpoint).collect();
+    ok(json!({ "checkpoints": list }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    seq: Option<u64>,
+    at: Option<String>,
+}
+
+async fn restore(State(coordinator): Shared, bytes: Result<Bytes, BytesRejection>) -> ApiResult {
+    let body: RestoreBody = parse(bytes)?;
+    let target = match (body.seq, body.at) {
+        (Some(seq), None) => RestoreTarget::Seq(Seq(seq)),
+        (None, Some(at)) => RestoreTarget::Time(
+            EventTime::parse_rfc3339(&at)
+                .map_err(|message| ApiError::bad_request("invalid_time", message))?,
+        ),
+        _ => {
+            return Err(ApiError::bad_request("bad_request", "give exactly one of `seq` and `at`"));
+        }
+    };
+    let report = coordinator.restore(target).await?;
+    ok(wire::restore_report(&report, coordinator.token()))
+}
+
+async fn restores(State(coordinator): Shared) -> ApiResult {
+    let list: Vec<Value> = coordinator.restores().iter().map(wire::branch).collect();
+    ok(json!({ "restores": list }))
 }
 
 #[cfg(test)]
@@ -413,6 +493,11 @@ mod tests {
             ("/v1/log", "get"),
             ("/v1/events/{seq}", "get"),
             ("/v1/managers", "get"),
+            ("/v1/managers/evict", "post"),
+            ("/v1/checkpoints", "post"),
+            ("/v1/checkpoints", "get"),
+            ("/v1/restore", "post"),
+            ("/v1/restores", "get"),
         ];
         for (path, method) in routes {
             assert!(spec["paths"][path][method].is_object(), "{method} {path} is not described");

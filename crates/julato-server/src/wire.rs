@@ -3,10 +3,10 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use julato_coordinator::{Applied, ProcessSummary, SendRequest};
+use julato_coordinator::{Applied, ProcessState, ProcessSummary, RestoreReport, SendRequest};
 use julato_core::{
-    CausalToken, DeployedVersion, EventRecord, FunctionInfo, FunctionName, FunctionVersion,
-    Payload, ProcessHead, ProcessId, ProcessKey, Seq, Version,
+    AsOf, Branch, CausalToken, Checkpoint, DeployedVersion, EventRecord, EventTime, FunctionInfo,
+    FunctionName, FunctionVersion, Payload, ProcessId, ProcessKey, Seq, Version,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -193,32 +193,97 @@ pub fn applied<'a>(
     }
 }
 
-/// A process's state now.
+/// A process's state, now or as of an earlier point.
 #[derive(Debug, Serialize)]
 pub struct HeadView<'a> {
     pub function: &'a FunctionName,
     pub key: &'a ProcessKey,
     pub version: Version,
+    /// Seq of the event that made this version; 0 for version 0.
     pub seq: Seq,
     pub state: Box<RawValue>,
     pub function_version: FunctionVersion,
-    pub created: String,
-    pub updated: String,
+    /// Time of the first event; `null` at version 0.
+    pub created: Option<String>,
+    /// Time of the event that made this version; `null` at version 0.
+    pub updated: Option<String>,
+    /// The newest version of the process when it was read.
+    pub newest_version: Version,
     pub token: String,
 }
 
-pub fn head<'a>(process: &'a ProcessId, head: &ProcessHead, token: CausalToken) -> HeadView<'a> {
+fn time_or_null(version: Version, time: EventTime) -> Option<String> {
+    (version > Version(0)).then(|| time.to_rfc3339())
+}
+
+pub fn head<'a>(process: &'a ProcessId, read: &ProcessState, token: CausalToken) -> HeadView<'a> {
+    let head = &read.head;
     HeadView {
         function: &process.function,
         key: &process.key,
         version: head.version,
         seq: head.last_seq,
-        state: raw(&head.state),
+        state: raw(&read.state),
         function_version: head.function_version,
-        created: head.created.to_rfc3339(),
-        updated: head.updated.to_rfc3339(),
+        created: time_or_null(head.version, head.created),
+        updated: time_or_null(head.version, head.updated),
+        newest_version: read.newest,
         token: token.to_string(),
     }
+}
+
+/// The point a reader names with `version`, `seq` or `at`; at most one.
+pub fn as_of(
+    version: Option<u64>,
+    seq: Option<u64>,
+    at: Option<&str>,
+) -> Result<Option<AsOf>, ApiError> {
+    let given =
+        usize::from(version.is_some()) + usize::from(seq.is_some()) + usize::from(at.is_some());
+    if given > 1 {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "give at most one of `version`, `seq` and `at`",
+        ));
+    }
+    if let Some(at) = at {
+        let time = EventTime::parse_rfc3339(at)
+            .map_err(|message| ApiError::bad_request("invalid_time", message))?;
+        return Ok(Some(AsOf::Time(time)));
+    }
+    Ok(version.map(|v| AsOf::Version(Version(v))).or(seq.map(|s| AsOf::Seq(Seq(s)))))
+}
+
+pub fn checkpoint(checkpoint: &Checkpoint) -> Value {
+    json!({
+        "id": checkpoint.id,
+        "seq": checkpoint.seq,
+        "time": time_or_null(Version(checkpoint.seq.0), checkpoint.time),
+        "taken_at": checkpoint.taken_at.to_rfc3339(),
+        "processes": checkpoint.processes,
+        "snapshots": checkpoint.snapshots,
+        "archived_by": checkpoint.archived_by,
+    })
+}
+
+pub fn branch(branch: &Branch) -> Value {
+    json!({
+        "branch": branch.id,
+        "restored_to": branch.restored_to,
+        "archived_from": branch.restored_to.0 + 1,
+        "archived_upto": branch.upto,
+        "events": branch.events,
+        "restored_at": branch.restored_at.to_rfc3339(),
+    })
+}
+
+pub fn restore_report(report: &RestoreReport, token: CausalToken) -> Value {
+    json!({
+        "restored_to": report.restored_to,
+        "branch": report.branch.as_ref().map(branch),
+        "processes": report.processes,
+        "token": token.to_string(),
+    })
 }
 
 pub fn summary(summary: &ProcessSummary) -> Value {
@@ -277,6 +342,9 @@ pub struct RecordView<'a> {
     pub causes: &'a [Seq],
     pub reply: Option<Box<RawValue>>,
     pub emitted: Vec<EmittedView<'a>>,
+    /// The restore that archived this event, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_by: Option<u64>,
 }
 
 pub fn record(record: &EventRecord) -> RecordView<'_> {
@@ -302,6 +370,7 @@ pub fn record(record: &EventRecord) -> RecordView<'_> {
                 payload: payload_view(&e.payload),
             })
             .collect(),
+        archived_by: None,
     }
 }
 

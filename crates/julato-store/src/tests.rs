@@ -35,7 +35,6 @@ fn head(version: u64, seq: u64) -> ProcessHead {
     ProcessHead {
         version: Version(version),
         last_seq: Seq(seq),
-        state: version.to_string(),
         function_version: FunctionVersion(1),
         created: EventTime(0),
         updated: EventTime(seq * 10),
@@ -66,9 +65,9 @@ fn events_round_trip_through_log_history_and_heads() {
     assert_eq!(log.iter().map(|r| r.seq.0).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(store.log(Seq(2), Seq(2), 10).unwrap().len(), 1);
 
-    let history = store.history(&a, Version(1), 10).unwrap();
+    let history = store.history(&a, Version(1), Version(u64::MAX), 10).unwrap();
     assert_eq!(history.iter().map(|r| r.version.0).collect::<Vec<_>>(), vec![1, 2]);
-    assert_eq!(store.history(&a, Version(2), 10).unwrap()[0].seq, Seq(3));
+    assert_eq!(store.history(&a, Version(2), Version(u64::MAX), 10).unwrap()[0].seq, Seq(3));
     assert_eq!(store.head(&a).unwrap().unwrap().version, Version(2));
     assert!(store.head(&process("c")).unwrap().is_none());
 
@@ -106,8 +105,12 @@ fn concurrent_writers_share_fsyncs_and_survive_reopen() {
     for t in 0..8u64 {
         let p = process(&format!("p{t}"));
         assert_eq!(store.head(&p).unwrap().unwrap().version, Version(50));
-        let versions: Vec<u64> =
-            store.history(&p, Version(1), 100).unwrap().iter().map(|r| r.version.0).collect();
+        let versions: Vec<u64> = store
+            .history(&p, Version(1), Version(u64::MAX), 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.version.0)
+            .collect();
         assert_eq!(versions, (1..=50).collect::<Vec<_>>());
     }
 }

@@ -40,7 +40,7 @@ impl Default for SnapshotPolicy {
 impl SnapshotPolicy {
     /// Whether the state at `version` is due for a snapshot.
     pub fn due(self, version: Version) -> bool {
-        self.every > 0 && version.0 > 0 && version.0 % self.every == 0
+        self.every > 0 && version.0 > 0 && version.0.is_multiple_of(self.every)
     }
 }
 
