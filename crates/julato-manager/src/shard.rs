@@ -599,6 +599,7 @@ impl Shard {
                 self.counters.snapshots.fetch_add(snapshots, Ordering::Relaxed);
                 let now = self.now_ms();
                 let mut residents = self.residents.write();
+                let (mut added, mut removed) = (0, 0);
                 for (process, working) in batch.working.drain() {
                     let resident = Resident {
                         head: working.head,
@@ -606,9 +607,12 @@ impl Shard {
                         snapshotted: working.snapshotted,
                         last_used: AtomicU64::new(now),
                     };
-                    residents.insert(process, resident);
+                    added += resident.bytes();
+                    if let Some(old) = residents.insert(process, resident) {
+                        removed += old.bytes();
+                    }
                 }
-                self.count_residents(&residents);
+                self.count_residents(&residents, added, removed);
             }
             Err(error) => {
                 // The batch's states ran ahead of the log; they are dropped and
@@ -621,10 +625,22 @@ impl Shard {
         result
     }
 
-    fn count_residents(&self, residents: &HashMap<ProcessId, Resident>) {
-        let bytes: usize = residents.values().map(Resident::bytes).sum();
+    /// Updates the resident counters after `added` bytes came in and `removed`
+    /// left, without walking the map.
+    fn count_residents(
+        &self,
+        residents: &HashMap<ProcessId, Resident>,
+        added: usize,
+        removed: usize,
+    ) {
         self.counters.resident.store(residents.len() as u64, Ordering::Relaxed);
-        self.counters.resident_bytes.store(bytes as u64, Ordering::Relaxed);
+        let bytes = &self.counters.resident_bytes;
+        bytes.fetch_add(added as u64, Ordering::Relaxed);
+        bytes.fetch_sub(removed as u64, Ordering::Relaxed);
+    }
+
+    fn resident_bytes(&self) -> usize {
+        self.counters.resident_bytes.load(Ordering::Relaxed) as usize
     }
 
     /// The process's state as of everything this shard has applied: from the
@@ -820,12 +836,12 @@ impl Shard {
     /// Evicts the least recently used processes until resident state fits in
     /// nine tenths of the budget, so one eviction makes room for a while.
     fn enforce_budget(&mut self) {
+        let bytes = self.resident_bytes();
+        if bytes <= self.budget {
+            return;
+        }
         let over = {
             let residents = self.residents.read();
-            let bytes: usize = residents.values().map(Resident::bytes).sum();
-            if bytes <= self.budget {
-                return;
-            }
             let mut by_age: Vec<(u64, usize, ProcessId)> = residents
                 .iter()
                 .map(|(p, r)| (r.last_used.load(Ordering::Relaxed), r.bytes(), p.clone()))
@@ -855,10 +871,11 @@ impl Shard {
         }
         let mut residents = self.residents.write();
         let mut commit = Commit::default();
-        let mut evicted = 0;
+        let (mut evicted, mut freed) = (0, 0);
         for process in chosen {
             let Some(resident) = residents.remove(&process) else { continue };
             evicted += 1;
+            freed += resident.bytes();
             if resident.head.version > resident.snapshotted {
                 let snapshot = Snapshot {
                     version: resident.head.version,
@@ -870,7 +887,7 @@ impl Shard {
                 commit.snapshots.push((process, snapshot));
             }
         }
-        self.count_residents(&residents);
+        self.count_residents(&residents, 0, freed);
         drop(residents);
         let snapshots = commit.snapshots.len() as u64;
         match self.store.append(commit) {
