@@ -230,7 +230,7 @@ impl Coordinator {
             shards = config.shards,
             "coordinator open"
         );
-        Ok(Self {
+        let coordinator = Self {
             replayer: Replayer::new(store.clone(), catalog.clone()),
             store,
             catalog,
@@ -240,7 +240,9 @@ impl Coordinator {
             timeline: RwLock::new(timeline),
             checkpointing: Mutex::new(()),
             restoring: tokio::sync::Mutex::new(()),
-        })
+        };
+        coordinator.warm_after(newest_checkpoint.map_or(Seq(0), |c| c.seq), last_seq);
+        Ok(coordinator)
     }
 
     /// Deploys a new version of a function; the same bytes as the newest version

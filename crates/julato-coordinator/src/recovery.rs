@@ -22,6 +22,8 @@ use serde::Serialize;
 
 use crate::{Coordinator, Error};
 
+/// Most events after the newest checkpoint a restart reads to warm processes.
+const WARM_SCAN: u64 = 100_000;
 /// Snapshots written per commit while taking a checkpoint.
 const CHECKPOINT_CHUNK: usize = 256;
 /// Log records read per page while scanning.
@@ -77,6 +79,57 @@ impl Coordinator {
             }
         }
         Ok(())
+    }
+
+    /// After a restart: reads the live log after the newest checkpoint (at most
+    /// its last [`WARM_SCAN`] events) in the background and has the shards
+    /// rebuild the processes it touched, most recent first, so the processes
+    /// that were hot before the restart are hot again. Serving does not wait.
+    pub(crate) fn warm_after(&self, checkpoint: Seq, tail: Seq) {
+        let from = Seq(checkpoint.0.max(tail.0.saturating_sub(WARM_SCAN)));
+        if from >= tail {
+            return;
+        }
+        let store = self.store.clone();
+        let managers = self.managers.clone();
+        let timeline = self.timeline.read().clone();
+        let spawned = std::thread::Builder::new().name("julato-warm".into()).spawn(move || {
+            let mut order: Vec<ProcessId> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for (start, end) in timeline.live_ranges(Seq(from.0 + 1), tail).into_iter().rev() {
+                let mut upto = end;
+                // Newest first, page by page backwards.
+                while upto >= start {
+                    let low = Seq(upto.0.saturating_sub(SCAN_PAGE as u64 - 1).max(start.0));
+                    let page = match store.log(low, upto, SCAN_PAGE) {
+                        Ok(page) => page,
+                        Err(error) => {
+                            tracing::warn!(error = %error, "cannot read the log to warm processes");
+                            return;
+                        }
+                    };
+                    for record in page.iter().rev() {
+                        let process = ProcessId::new(record.function.clone(), record.key.clone());
+                        if seen.insert(process.clone()) {
+                            order.push(process);
+                        }
+                    }
+                    if low.0 <= start.0 || low.0 == 0 {
+                        break;
+                    }
+                    upto = Seq(low.0 - 1);
+                }
+            }
+            tracing::info!(
+                after = checkpoint.0,
+                processes = order.len(),
+                "warming the processes the log touched after the newest checkpoint"
+            );
+            managers.warm(order);
+        });
+        if let Err(error) = spawned {
+            tracing::warn!(error = %error, "cannot start warming processes");
+        }
     }
 
     /// Takes a checkpoint at the newest fully committed log position. Blocks

@@ -128,6 +128,10 @@ enum Command {
         idle: Duration,
         done: Option<oneshot::Sender<usize>>,
     },
+    /// Rebuild these processes into memory, while the budget allows.
+    Warm {
+        processes: Vec<ProcessId>,
+    },
     /// Stop between batches until told to go on.
     Pause {
         paused: oneshot::Sender<()>,
@@ -390,6 +394,21 @@ impl Managers {
         evicted
     }
 
+    /// Asks each shard to rebuild the given processes into memory in the
+    /// background, within its budget; most recently used first.
+    pub fn warm(&self, processes: Vec<ProcessId>) {
+        let mut per_shard: Vec<Vec<ProcessId>> = vec![Vec::new(); self.shards.len()];
+        for process in processes {
+            per_shard[self.shard_of(&process)].push(process);
+        }
+        for (shard, processes) in self.shards.iter().zip(per_shard) {
+            if !processes.is_empty() {
+                // A full queue means a busy shard; it rebuilds on demand instead.
+                let _ = shard.queue.try_send(Command::Warm { processes });
+            }
+        }
+    }
+
     /// Stops every shard between batches: once this returns, nothing is being
     /// applied and everything applied is durable, until the answer is dropped.
     ///
@@ -530,6 +549,7 @@ impl Shard {
                 // Blocks until resumed, or until the pauser is gone.
                 let _ = resume.recv();
             }
+            Command::Warm { processes } => self.warm(processes),
             Command::One { .. } | Command::Many { .. } => unreachable!("not a control command"),
         }
     }
@@ -548,7 +568,7 @@ impl Shard {
             let (requests, responder) = match item {
                 Command::One { request, respond } => (vec![request], Responder::One(respond)),
                 Command::Many { requests, respond } => (requests, Responder::Many(respond)),
-                Command::Evict { .. } | Command::Pause { .. } => continue,
+                Command::Evict { .. } | Command::Pause { .. } | Command::Warm { .. } => continue,
             };
             let mut slots = Vec::with_capacity(requests.len());
             for (position, request) in requests.into_iter().enumerate() {
@@ -819,6 +839,41 @@ impl Shard {
         }
     }
 
+    /// Rebuilds processes into memory until nine tenths of the budget is used.
+    /// A process that cannot be rebuilt is left for its next use to report.
+    fn warm(&mut self, processes: Vec<ProcessId>) {
+        let target = self.budget / 10 * 9;
+        let mut warmed = 0u64;
+        for process in processes {
+            if self.resident_bytes() >= target {
+                break;
+            }
+            if self.residents.read().contains_key(&process) {
+                continue;
+            }
+            match self.current(&process, &Batch::default()) {
+                Ok(Some((head, state, snapshotted))) => {
+                    let resident = Resident {
+                        head,
+                        state,
+                        snapshotted,
+                        last_used: AtomicU64::new(self.now_ms()),
+                    };
+                    let added = resident.bytes();
+                    let mut residents = self.residents.write();
+                    residents.insert(process, resident);
+                    self.count_residents(&residents, added, 0);
+                    warmed += 1;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(process = %process, error = %error, "cannot warm a process");
+                }
+            }
+        }
+        tracing::debug!(warmed, "warmed processes after a restart");
+    }
+
     /// Evicts processes idle for at least `idle`; answers how many left.
     fn evict_idle(&mut self, idle: Duration) -> usize {
         let now = self.now_ms();
@@ -909,12 +964,12 @@ impl Command {
         match self {
             Command::One { .. } => 1,
             Command::Many { requests, .. } => requests.len(),
-            Command::Evict { .. } | Command::Pause { .. } => 0,
+            Command::Evict { .. } | Command::Pause { .. } | Command::Warm { .. } => 0,
         }
     }
 
     fn is_control(&self) -> bool {
-        matches!(self, Command::Evict { .. } | Command::Pause { .. })
+        matches!(self, Command::Evict { .. } | Command::Pause { .. } | Command::Warm { .. })
     }
 }
 
