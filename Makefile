@@ -10,7 +10,7 @@ WASM_DIR := target/wasm/$(WASM_TARGET)/release
 COMPONENTS_DIR := target/functions
 COMPONENTIZE := target/release/julato-componentize
 
-.PHONY: functions run test check bench
+.PHONY: functions run test check bench bench-history
 
 # Builds every example function into a component: target/functions/<name>.wasm.
 functions:
@@ -30,10 +30,17 @@ functions:
 run:
 	scripts/run.sh
 
-# Sends per second beside the same server's trivial endpoint, measured in one run.
+# Sends per second beside the same server's trivial endpoint, measured in one run;
+# then long histories: rehydration, time travel and restart, each beside a baseline.
 bench: functions
 	$(CARGO) build --release -p julato-cli -p julato-bench
 	target/release/julato-bench
+	target/release/julato-bench history
+
+# Only the long-history benchmarks (a few minutes: builds a 1,000,000-event process).
+bench-history: functions
+	$(CARGO) build --release -p julato-cli -p julato-bench
+	target/release/julato-bench history
 
 # Formatting, lints and the whole test suite, as CI runs them.
 check:

@@ -8,6 +8,11 @@
 //! target/release/julato-bench [JULATO] [--counter FILE] [--concurrency N]
 //!     [--seconds S] [--warmup S] [--processes N]
 //! ```
+//!
+//! `julato-bench history` runs the benchmarks of long histories instead
+//! (rehydration, time travel, restart); see the `history` module.
+
+mod history;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -28,7 +33,10 @@ usage: julato-bench [JULATO] [options]
   --concurrency N         connections kept busy at once (default: 64)
   --seconds S             measured seconds per workload (default: 5)
   --warmup S              unmeasured seconds before each workload (default: 1)
-  --processes N           counter processes the sends are spread over (default: 1000)";
+  --processes N           counter processes the sends are spread over (default: 1000)
+
+julato-bench history [options]: rehydration, time travel and restart with long
+histories (`julato-bench history --help`).";
 
 /// Longest wait for the server to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -92,22 +100,37 @@ fn parse_options() -> anyhow::Result<Options> {
     Ok(options)
 }
 
-/// The server under test: a child process on a temporary data folder.
+/// The server under test: a child process on a data folder, temporary unless
+/// the caller keeps it.
 struct Server {
     child: Child,
     url: String,
     stderr: Arc<Mutex<VecDeque<String>>>,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Server {
     fn start(binary: &Path) -> anyhow::Result<Self> {
         let data = tempfile::Builder::new().prefix("julato-bench-").tempdir()?;
+        let dir = data.path().to_path_buf();
+        Self::start_in(binary, &dir, &[], Some(data))
+    }
+
+    /// Serves `dir` with `extra` arguments to `julato serve`; returns once the
+    /// server has printed its address. `owned` is removed when the server is
+    /// dropped.
+    fn start_in(
+        binary: &Path,
+        dir: &Path,
+        extra: &[String],
+        owned: Option<tempfile::TempDir>,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(binary)
             .arg("serve")
             .arg("--data")
-            .arg(data.path())
+            .arg(dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -135,7 +158,7 @@ impl Server {
                 lines.push_back(line);
             }
         });
-        let mut server = Server { child, url: String::new(), stderr, _data: data };
+        let mut server = Server { child, url: String::new(), stderr, _data: owned };
         server.url = address.recv_timeout(START_TIMEOUT).map_err(|e| {
             anyhow!("the server did not print its address ({e}):\n{}", server.last_lines())
         })?;
@@ -484,10 +507,14 @@ async fn run(options: Options) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    let result = parse_options().and_then(|options| {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        runtime.block_on(run(options))
-    });
+    let result = if std::env::args().nth(1).as_deref() == Some("history") {
+        history::main(std::env::args().skip(2))
+    } else {
+        parse_options().and_then(|options| {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(run(options))
+        })
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

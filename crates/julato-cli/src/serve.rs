@@ -102,7 +102,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         // Scripts and tests wait for this line to learn the address.
         eprintln!("julato listening on http://{addr}");
-        serve(coordinator, listener, shutdown_signal()).await.context("serving HTTP")?;
+        serve(coordinator.clone(), listener, shutdown_signal()).await.context("serving HTTP")?;
+        let started = std::time::Instant::now();
+        let flushing = coordinator.clone();
+        match tokio::task::spawn_blocking(move || flushing.flush()).await {
+            Ok(Ok(())) => tracing::info!(took = ?started.elapsed(), "store flushed"),
+            Ok(Err(error)) => tracing::warn!(error = %error, "store not flushed; the next start replays its journal"),
+            Err(error) => tracing::warn!(error = %error, "store flush did not finish"),
+        }
         tracing::info!("stopped");
         Ok(())
     })

@@ -252,6 +252,8 @@ impl Coordinator {
             RestoreTarget::Seq(asked) => asked,
             RestoreTarget::Time(time) => self.store.last_seq_at_or_before(time, tail)?,
         };
+        // A point inside an archived branch means the live point before it.
+        let point = timeline.live_at_or_before(point);
 
         let mut restore = Restore::default();
         // Each touched process's oldest archived version; it goes back to the one before.

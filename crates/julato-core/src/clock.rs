@@ -24,7 +24,9 @@ impl EventTime {
             .unwrap_or_else(|| self.0.to_string())
     }
 
-    /// Parses an RFC 3339 time.
+    /// Parses an RFC 3339 time. Times past the last one nanoseconds since 1970
+    /// fit in 64 bits (in the year 2554) become that last time: no event can be
+    /// later, so a read as of such a time is a read of the newest state.
     ///
     /// # Errors
     /// Returns a message when the text is not RFC 3339 or lies before 1970.
@@ -32,7 +34,10 @@ impl EventTime {
         let t = OffsetDateTime::parse(text, &Rfc3339)
             .map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}"))?;
         let nanos = t.unix_timestamp_nanos();
-        u64::try_from(nanos).map(EventTime).map_err(|_| format!("`{text}` is before 1970"))
+        if nanos < 0 {
+            return Err(format!("`{text}` is before 1970"));
+        }
+        Ok(EventTime(u64::try_from(nanos).unwrap_or(u64::MAX)))
     }
 }
 
@@ -103,5 +108,6 @@ mod tests {
         assert_eq!(EventTime::parse_rfc3339(&text).unwrap(), t);
         assert!(EventTime::parse_rfc3339("yesterday").is_err());
         assert!(EventTime::parse_rfc3339("1969-12-31T23:59:59Z").is_err());
+        assert_eq!(EventTime::parse_rfc3339("2999-01-01T00:00:00Z"), Ok(EventTime(u64::MAX)));
     }
 }

@@ -65,6 +65,16 @@ impl Timeline {
         self.branches.iter().find(|b| b.covers(seq)).map(|b| b.id)
     }
 
+    /// The newest position at or before `seq` that is on the live timeline: a
+    /// seq a restore archived stands for the point that restore went back to.
+    pub fn live_at_or_before(&self, mut seq: Seq) -> Seq {
+        while let Some(id) = self.branch_of(seq) {
+            // `restored_to` is below every seq its branch covers, so this ends.
+            seq = self.branch(id).map_or(Seq(0), |b| b.restored_to);
+        }
+        seq
+    }
+
     pub fn is_live(&self, seq: Seq) -> bool {
         self.branch_of(seq).is_none()
     }
@@ -154,6 +164,10 @@ mod tests {
         assert_eq!(timeline.branch_of(Seq(101)), Some(2));
         assert_eq!(timeline.branch_of(Seq(151)), None);
         assert_eq!(timeline.next_id(), 3);
+        assert_eq!(timeline.live_at_or_before(Seq(75)), Seq(20));
+        assert_eq!(timeline.live_at_or_before(Seq(120)), Seq(20));
+        assert_eq!(timeline.live_at_or_before(Seq(20)), Seq(20));
+        assert_eq!(timeline.live_at_or_before(Seq(160)), Seq(160));
     }
 
     #[test]
