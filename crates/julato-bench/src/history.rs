@@ -46,6 +46,7 @@ usage: julato-bench history [options]
   --reads N              time-travel reads per process and per kind of point (default: 500)
   --batch N              events per bulk request while building (default: 20000)
   --restart-events N     events in the small data folder of the restart benchmark (default: 1000)
+  --restart-middle N     events in the middle data folder of the restart benchmark (default: 250000)
   --restarts N           starts of each data folder (default: 5)
   --snapshot-every N     `julato serve --snapshot-every` (default: 100)
   --seed N               seed of the random points (default: 1)";
@@ -70,6 +71,7 @@ struct Options {
     reads: usize,
     batch: u64,
     restart_events: u64,
+    restart_middle: u64,
     restarts: usize,
     snapshot_every: u64,
     seed: u64,
@@ -86,6 +88,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> anyhow::Result<Options> 
         reads: 500,
         batch: 20_000,
         restart_events: 1_000,
+        restart_middle: 250_000,
         restarts: 5,
         snapshot_every: 100,
         seed: 1,
@@ -107,6 +110,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> anyhow::Result<Options> 
             "--batch" => options.batch = value("--batch")?.parse()?,
             "--restart-events" => options.restart_events = value("--restart-events")?.parse()?,
             "--restarts" => options.restarts = value("--restarts")?.parse()?,
+            "--restart-middle" => options.restart_middle = value("--restart-middle")?.parse()?,
             "--snapshot-every" => options.snapshot_every = value("--snapshot-every")?.parse()?,
             "--seed" => options.seed = value("--seed")?.parse()?,
             other => bail!("unknown argument `{other}`\n{USAGE}"),
@@ -119,6 +123,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> anyhow::Result<Options> 
             && options.reads > 0
             && options.batch > 0
             && options.restart_events > 0
+            && options.restart_middle > 0
             && options.restarts > 0,
         "every count must be positive\n{USAGE}"
     );
@@ -689,10 +694,24 @@ async fn run(options: Options) -> anyhow::Result<()> {
     server.stop();
     let small_bytes = folder_bytes(small_dir.path());
 
+    // A middle folder: past the store's journal bound, like the big one, so
+    // the two show whether restart time still grows with the log.
+    let middle_dir = tempfile::Builder::new().prefix("julato-bench-history-").tempdir()?;
+    let server =
+        Server::start_in(&options.julato, middle_dir.path(), &serve_flags(&options), None)?;
+    let middle_api = Api::new(&client, &server);
+    middle_api.deploy_counter(&component).await?;
+    build(&middle_api, "short", options.restart_middle, options.batch).await?;
+    server.stop();
+
     eprintln!("restart: {} starts of each data folder, alternating", options.restarts);
-    let (mut big_starts, mut small_starts) = (Vec::new(), Vec::new());
+    let (mut big_starts, mut middle_starts, mut small_starts) =
+        (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..options.restarts {
         big_starts.push(restart(&client, &options, big_dir.path(), "long", options.big).await?);
+        middle_starts.push(
+            restart(&client, &options, middle_dir.path(), "short", options.restart_middle).await?,
+        );
         small_starts.push(
             restart(&client, &options, small_dir.path(), "short", options.restart_events).await?,
         );
@@ -743,20 +762,25 @@ async fn run(options: Options) -> anyhow::Result<()> {
         }
     }
     let restart_events = grouped(options.restart_events);
-    for (name, figure, baseline) in [
-        ("to /healthz", healthz(&big_starts), healthz(&small_starts)),
-        ("to first state read", first_read(&big_starts), first_read(&small_starts)),
-    ] {
-        rows.push([
-            format!(
-                "restart {name}, {} vs {restart_events} events, median of {}",
-                grouped(big_events),
-                options.restarts
-            ),
-            ms(figure),
-            ms(baseline),
-            ratio_of(figure, baseline),
-        ]);
+    for (baseline_events, baseline_starts) in
+        [(options.restart_middle, &middle_starts), (options.restart_events, &small_starts)]
+    {
+        for (name, figure, baseline) in [
+            ("to /healthz", healthz(&big_starts), healthz(baseline_starts)),
+            ("to first state read", first_read(&big_starts), first_read(baseline_starts)),
+        ] {
+            rows.push([
+                format!(
+                    "restart {name}, {} vs {} events, median of {}",
+                    grouped(big_events),
+                    grouped(baseline_events),
+                    options.restarts
+                ),
+                ms(figure),
+                ms(baseline),
+                ratio_of(figure, baseline),
+            ]);
+        }
     }
 
     let mut table = Table::new();
@@ -814,12 +838,15 @@ async fn run(options: Options) -> anyhow::Result<()> {
     };
     println!(
         "restart: folders of {} events ({:.1} MiB) and {restart_events} events ({:.1} MiB); \
-         first reads {} and {}; each start after a graceful stop (SIGTERM)",
+         first reads {} and {} (middle folder: {}); each start after a graceful stop \
+         (SIGTERM); a start replays the store's unflushed journal, at most 64 MiB, so a \
+         folder far smaller than that starts faster",
         grouped(big_events),
         big_bytes as f64 / f64::from(1 << 20),
         small_bytes as f64 / f64::from(1 << 20),
         spread(&big_starts),
         spread(&small_starts),
+        spread(&middle_starts),
     );
     println!(
         "load average: {load_before} at the start, {} at the end; {:.0} s in all",
