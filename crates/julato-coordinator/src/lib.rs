@@ -206,9 +206,18 @@ impl Coordinator {
         let catalog = Arc::new(Catalog::open(store.clone(), executor)?);
         let (last_seq, last_time) = store.tail()?;
         let timeline = Timeline::new(store.branches()?);
-        let newest_checkpoint =
-            store.checkpoints()?.into_iter().rev().find(|c| c.archived_by.is_none());
-        let sequencer = Sequencer::new(last_seq, last_time, config.clock.clone());
+        let checkpoints = store.checkpoints()?;
+        let newest_checkpoint = checkpoints.iter().rev().find(|c| c.archived_by.is_none()).cloned();
+        // A rejected event's seq is never stored, but a restore branch or a
+        // checkpoint may have published it; never hand one out again.
+        let published = timeline
+            .branches()
+            .iter()
+            .map(|b| b.upto)
+            .chain(checkpoints.iter().map(|c| c.seq))
+            .max()
+            .unwrap_or(Seq(0));
+        let sequencer = Sequencer::new(last_seq.max(published), last_time, config.clock.clone());
         let managers = Managers::start(
             &ManagerConfig {
                 shards: config.shards,

@@ -132,6 +132,23 @@ impl Coordinator {
         }
     }
 
+    /// The newest event at or before `seq` on the live timeline.
+    fn newest_live_event(
+        &self,
+        timeline: &julato_core::Timeline,
+        seq: Seq,
+    ) -> Result<Option<julato_core::EventRecord>, Error> {
+        let mut point = timeline.live_at_or_before(seq);
+        loop {
+            match self.store.event_at_or_before(point)? {
+                Some(record) if !timeline.is_live(record.seq) => {
+                    point = timeline.live_at_or_before(record.seq);
+                }
+                found => return Ok(found),
+            }
+        }
+    }
+
     /// Takes a checkpoint at the newest fully committed log position. Blocks
     /// while it rebuilds states, so run it off the async executor.
     ///
@@ -162,7 +179,7 @@ impl Coordinator {
             );
         })?;
         if cut_time == EventTime(0) {
-            cut_time = self.store.event_at_or_before(cut)?.map_or(EventTime(0), |r| r.time);
+            cut_time = self.newest_live_event(&timeline, cut)?.map_or(EventTime(0), |r| r.time);
         }
 
         let processes = changed.len() as u64;

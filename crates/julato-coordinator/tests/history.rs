@@ -82,10 +82,7 @@ fn open(dir: &Path, clock: Arc<dyn Clock>, every: u64) -> Arc<Coordinator> {
         config.idle_eviction = None;
         match Coordinator::open(config) {
             Ok(coordinator) => return Arc::new(coordinator),
-            Err(error) if Instant::now() < deadline => {
-                let _ = error;
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Err(error) => {
                 panic!("cannot open {} within {REOPEN_TIMEOUT:?}: {error}", dir.display())
             }
@@ -350,6 +347,9 @@ proptest! {
         // Per process: the state answered at each version, version 0 first.
         let mut live: Vec<Vec<String>> = vec![vec!["0".to_owned()]; processes];
         let mut replies: Vec<Vec<Option<String>>> = vec![Vec::new(); processes];
+        // Per process: versions an eviction left a snapshot of.
+        let mut snapshotted: Vec<std::collections::BTreeSet<u64>> =
+            vec![Default::default(); processes];
         for step in &steps {
             match step {
                 Step::Say { process: p, text } => {
@@ -360,7 +360,14 @@ proptest! {
                     replies[p].push(applied.reply.clone());
                 }
                 Step::Evict => {
-                    rt.block_on(coordinator.evict_all());
+                    let resident = live.iter().filter(|states| states.len() > 1).count();
+                    let evicted = rt.block_on(coordinator.evict_all());
+                    prop_assert!(evicted <= resident, "evicted {} of {}", evicted, resident);
+                    for (p, states) in live.iter().enumerate() {
+                        if states.len() > 1 {
+                            snapshotted[p].insert(states.len() as u64 - 1);
+                        }
+                    }
                 }
             }
         }
@@ -373,15 +380,17 @@ proptest! {
                 prop_assert_eq!(missing.code(), "process_not_found");
                 continue;
             }
-            let history = coordinator.history(&process(key), Version(1), None, 1000).expect("a history");
+            let history =
+                coordinator.history(&process(key), Version(1), None, 1000).expect("a history");
             let versions: Vec<u64> = history.iter().map(|r| r.version.0).collect();
             prop_assert_eq!(versions, (1..=newest.0).collect::<Vec<_>>());
             let logged: Vec<Option<String>> = history.iter().map(|r| r.reply.clone()).collect();
             prop_assert_eq!(&logged, &replies[p]);
-            prop_assert_eq!(&coordinator.state(&process(key)).expect("a state").state, &states[newest.0 as usize]);
+            let now = coordinator.state(&process(key)).expect("a state");
+            prop_assert_eq!(&now.state, &states[newest.0 as usize]);
             for (v, state) in states.iter().enumerate() {
                 let read = read_at(&coordinator, key, AsOf::Version(Version(v as u64)));
-                prop_assert_eq!(&read.state, state, "{} at version {} (snapshots every {})", key, v, every);
+                prop_assert_eq!(&read.state, state, "{} v{} (snapshots every {})", key, v, every);
                 prop_assert_eq!(read.head.version, Version(v as u64));
                 prop_assert_eq!(read.newest, newest);
             }
@@ -396,6 +405,15 @@ proptest! {
                 let target = Version(v as u64);
                 let rebuilt = replayer.rebuild(&process(key), target).expect("a rebuild");
                 prop_assert_eq!(&rebuilt.state, state, "{} rebuilt at version {}", key, v);
+                // Snapshots every `every` versions and at each eviction; a
+                // rebuild starts from the newest at or before its target.
+                let by_interval = (v as u64).checked_div(every).map_or(0, |n| n * every);
+                let by_eviction =
+                    snapshotted[p].range(..=v as u64).next_back().copied().unwrap_or(0);
+                let newest = by_interval.max(by_eviction);
+                let expected = (newest > 0).then_some(Version(newest));
+                prop_assert_eq!(rebuilt.from_snapshot, expected, "{} at version {}", key, v);
+                prop_assert_eq!(rebuilt.replayed, v as u64 - newest);
                 let replayed = replayer.replay_from_start(&process(key), target).expect("a replay");
                 prop_assert_eq!(&replayed.state, state, "{} replayed at version {}", key, v);
                 prop_assert_eq!(replayed.from_snapshot, None);

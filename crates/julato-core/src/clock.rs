@@ -24,19 +24,17 @@ impl EventTime {
             .unwrap_or_else(|| self.0.to_string())
     }
 
-    /// Parses an RFC 3339 time. Times past the last one nanoseconds since 1970
-    /// fit in 64 bits (in the year 2554) become that last time: no event can be
-    /// later, so a read as of such a time is a read of the newest state.
+    /// Parses an RFC 3339 time. Event times are nanoseconds since 1970 in 64
+    /// bits, so a time before 1970 becomes the first of them and one after
+    /// 2554 the last: no event is earlier or later, so a read as of such a
+    /// time is a read of the initial or the newest state.
     ///
     /// # Errors
-    /// Returns a message when the text is not RFC 3339 or lies before 1970.
+    /// Returns a message when the text is not RFC 3339.
     pub fn parse_rfc3339(text: &str) -> Result<Self, String> {
         let t = OffsetDateTime::parse(text, &Rfc3339)
             .map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}"))?;
-        let nanos = t.unix_timestamp_nanos();
-        if nanos < 0 {
-            return Err(format!("`{text}` is before 1970"));
-        }
+        let nanos = t.unix_timestamp_nanos().max(0);
         Ok(EventTime(u64::try_from(nanos).unwrap_or(u64::MAX)))
     }
 }
@@ -107,7 +105,7 @@ mod tests {
         assert_eq!(text, "2023-11-14T22:13:20.123456789Z");
         assert_eq!(EventTime::parse_rfc3339(&text).unwrap(), t);
         assert!(EventTime::parse_rfc3339("yesterday").is_err());
-        assert!(EventTime::parse_rfc3339("1969-12-31T23:59:59Z").is_err());
+        assert_eq!(EventTime::parse_rfc3339("1969-12-31T23:59:59Z"), Ok(EventTime(0)));
         assert_eq!(EventTime::parse_rfc3339("2999-01-01T00:00:00Z"), Ok(EventTime(u64::MAX)));
     }
 }

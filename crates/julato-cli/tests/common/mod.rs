@@ -392,6 +392,8 @@ pub struct Server {
     /// Every stderr line of every run of this server, oldest first.
     stderr: Arc<Mutex<Vec<String>>>,
     runs: usize,
+    /// Extra arguments of `julato serve`, given at every start of this server.
+    serve_args: Vec<String>,
 }
 
 impl Deref for Server {
@@ -405,6 +407,12 @@ impl Deref for Server {
 impl Server {
     /// Starts a server on a new, empty data folder and waits until it listens.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Server::start`], with extra arguments of `julato serve` (such as
+    /// `--snapshot-every 5`) that every restart of this server gives again.
+    pub fn start_with(serve_args: &[&str]) -> Self {
         let data = tempfile::Builder::new()
             .prefix("julato-e2e-")
             .tempdir()
@@ -415,6 +423,7 @@ impl Server {
             api: Api::new("http://127.0.0.1:0"),
             stderr: Arc::default(),
             runs: 0,
+            serve_args: serve_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         server.spawn();
         server
@@ -461,6 +470,7 @@ impl Server {
             .arg("--data")
             .arg(self.data.path())
             .args(["--listen", "127.0.0.1:0"])
+            .args(&self.serve_args)
             .env("JULATO_LOG", std::env::var("JULATO_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .env_remove("JULATO_DATA")
