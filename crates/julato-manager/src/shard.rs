@@ -490,6 +490,18 @@ struct Working {
     snapshotted: Version,
 }
 
+/// A batch whose commit is submitted but not yet known to be durable.
+struct InFlight {
+    pending: julato_store::Pending,
+    working: HashMap<ProcessId, Working>,
+    idempotent: HashMap<(ProcessId, String), Applied>,
+    seqs: Vec<Seq>,
+    answers: Vec<Vec<Answer>>,
+    responders: Vec<Responder>,
+    accepted: Vec<Slot>,
+    snapshots: u64,
+}
+
 /// The accepted events of one batch, waiting to be committed together.
 #[derive(Default)]
 struct Batch {
@@ -505,10 +517,29 @@ impl Shard {
     // FIXME(#5): one shard runs one handler at a time, so a handler that burns
     // its whole budget holds up every other process of its shard until it is
     // stopped; fair scheduling and more executor workers come with autoscaling.
+    /// The shard's loop. A batch is applied while the previous one is being
+    /// fsync'd: the shard submits each batch's commit and only then waits for
+    /// the one before it, so applying and syncing overlap. Events of the new
+    /// batch see the states of the one in flight; readers see only states
+    /// whose commit is durable.
     fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
         let _span = tracing::info_span!("shard", shard = self.index).entered();
-        let mut next = rx.blocking_recv();
-        while let Some(first) = next.take() {
+        let mut in_flight: Option<InFlight> = None;
+        loop {
+            let first = if in_flight.is_some() {
+                match rx.try_recv() {
+                    Ok(command) => Some(command),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        self.settle_in_flight(&mut in_flight);
+                        rx.blocking_recv()
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            } else {
+                rx.blocking_recv()
+            };
+            let Some(first) = first else { break };
+
             let mut work = Vec::new();
             let mut control = None;
             let mut events = 0;
@@ -525,15 +556,27 @@ impl Shard {
                 }
             }
             if !work.is_empty() {
-                self.run_batch(work);
-                self.enforce_budget();
+                let next = self.start_batch(work, in_flight.as_ref());
+                self.settle_in_flight(&mut in_flight);
+                in_flight = Some(next);
             }
             if let Some(control) = control {
+                // Control commands see everything before them durable.
+                self.settle_in_flight(&mut in_flight);
                 self.control(control);
             }
-            next = rx.blocking_recv();
         }
+        self.settle_in_flight(&mut in_flight);
         tracing::debug!("shard stopped");
+    }
+
+    /// Waits for the batch in flight, if any, answers its clients, and keeps
+    /// the resident states within budget.
+    fn settle_in_flight(&mut self, in_flight: &mut Option<InFlight>) {
+        if let Some(batch) = in_flight.take() {
+            self.finish(batch);
+            self.enforce_budget();
+        }
     }
 
     fn control(&mut self, command: Command) {
@@ -558,7 +601,8 @@ impl Shard {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn run_batch(&mut self, commands: Vec<Command>) {
+    /// Applies a batch on top of the one in flight and submits its commit.
+    fn start_batch(&mut self, commands: Vec<Command>, in_flight: Option<&InFlight>) -> InFlight {
         let mut batch = Batch::default();
         let mut answers: Vec<Vec<Answer>> = Vec::with_capacity(commands.len());
         let mut responders = Vec::with_capacity(commands.len());
@@ -572,7 +616,7 @@ impl Shard {
             };
             let mut slots = Vec::with_capacity(requests.len());
             for (position, request) in requests.into_iter().enumerate() {
-                let answer = self.apply(request, &mut batch);
+                let answer = self.apply(request, &mut batch, in_flight);
                 match &answer {
                     Ok(_) => accepted.push(Slot { command: answers.len(), position }),
                     Err(_) => {
@@ -585,42 +629,39 @@ impl Shard {
             responders.push(responder);
         }
 
-        if let Err(error) = self.commit(&mut batch) {
-            let failure = SendError::Storage(error.to_string());
-            for slot in &accepted {
-                answers[slot.command][slot.position] = Err(failure.clone());
-            }
-        } else {
-            self.counters.applied.fetch_add(accepted.len() as u64, Ordering::Relaxed);
-        }
-        self.counters.batches.fetch_add(1, Ordering::Relaxed);
-
-        for (responder, slots) in responders.into_iter().zip(answers) {
-            responder.respond(slots);
-        }
-    }
-
-    /// Writes the batch's accepted events and the new heads in one durable
-    /// commit, then makes the new states visible to readers.
-    fn commit(&mut self, batch: &mut Batch) -> Result<(), julato_store::Error> {
-        if batch.commit.records.is_empty() {
-            return Ok(());
-        }
         for (process, working) in &batch.working {
             batch.commit.heads.push((process.clone(), working.head.clone()));
         }
         let snapshots = batch.commit.snapshots.len() as u64;
-        // FIXME(#6): the shard waits here for the group's fsync, so it applies
-        // nothing meanwhile; pipelining the next batch behind the fsync would
-        // raise throughput on a hot shard.
-        let result = self.store.append(std::mem::take(&mut batch.commit));
-        match &result {
+        let pending = self.store.submit(std::mem::take(&mut batch.commit));
+        InFlight {
+            pending,
+            working: batch.working,
+            idempotent: batch.idempotent,
+            seqs: batch.seqs,
+            answers,
+            responders,
+            accepted,
+            snapshots,
+        }
+    }
+
+    /// Waits until a batch's commit is durable, then makes its states visible
+    /// to readers and answers its clients. A failed commit fails every event
+    /// of the batch, and the store refuses every later commit (fail-stop), so
+    /// no batch built on a failed one is ever written.
+    fn finish(&mut self, batch: InFlight) {
+        let InFlight {
+            pending, working, seqs, mut answers, responders, accepted, snapshots, ..
+        } = batch;
+        match pending.wait() {
             Ok(()) => {
                 self.counters.snapshots.fetch_add(snapshots, Ordering::Relaxed);
+                self.counters.applied.fetch_add(accepted.len() as u64, Ordering::Relaxed);
                 let now = self.now_ms();
                 let mut residents = self.residents.write();
                 let (mut added, mut removed) = (0, 0);
-                for (process, working) in batch.working.drain() {
+                for (process, working) in working {
                     let resident = Resident {
                         head: working.head,
                         state: working.state,
@@ -635,14 +676,18 @@ impl Shard {
                 self.count_residents(&residents, added, removed);
             }
             Err(error) => {
-                // The batch's states ran ahead of the log; they are dropped and
-                // the committed ones stay.
-                tracing::error!(error = %error, "commit failed; the batch's states are dropped");
-                batch.working.clear();
+                tracing::error!(error = %error, "commit failed; the batch's events are not stored");
+                let failure = SendError::Storage(error.to_string());
+                for slot in &accepted {
+                    answers[slot.command][slot.position] = Err(failure.clone());
+                }
             }
         }
-        self.sequencer.settle_all(batch.seqs.drain(..));
-        result
+        self.sequencer.settle_all(seqs);
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        for (responder, slots) in responders.into_iter().zip(answers) {
+            responder.respond(slots);
+        }
     }
 
     /// Updates the resident counters after `added` bytes came in and `removed`
@@ -670,8 +715,10 @@ impl Shard {
         &self,
         process: &ProcessId,
         batch: &Batch,
+        in_flight: Option<&InFlight>,
     ) -> Result<Option<(ProcessHead, String, Version)>, SendError> {
-        if let Some(w) = batch.working.get(process) {
+        let newer = batch.working.get(process).or_else(|| in_flight?.working.get(process));
+        if let Some(w) = newer {
             return Ok(Some((w.head.clone(), w.state.clone(), w.snapshotted)));
         }
         if let Some(r) = self.residents.read().get(process) {
@@ -693,7 +740,12 @@ impl Shard {
         Ok(Some((head, rebuilt.state, snapshotted)))
     }
 
-    fn apply(&mut self, request: SendRequest, batch: &mut Batch) -> Answer {
+    fn apply(
+        &mut self,
+        request: SendRequest,
+        batch: &mut Batch,
+        in_flight: Option<&InFlight>,
+    ) -> Answer {
         let process = request.process.clone();
         let function_version = self
             .catalog
@@ -702,7 +754,7 @@ impl Shard {
 
         let digest = request.idempotency_key.as_ref().map(|_| request.digest());
         if let (Some(token), Some(digest)) = (&request.idempotency_key, &digest)
-            && let Some(first) = self.first_answer(&process, token, batch)?
+            && let Some(first) = self.first_answer(&process, token, batch, in_flight)?
         {
             if first.request_digest != *digest {
                 return Err(SendError::IdempotencyKeyReused(token.clone()));
@@ -712,7 +764,7 @@ impl Shard {
 
         let loaded = self.catalog.loaded(&process.function, function_version)?;
         let executor = self.catalog.executor().clone();
-        let (current, state, snapshotted) = match self.current(&process, batch)? {
+        let (current, state, snapshotted) = match self.current(&process, batch, in_flight)? {
             Some(found) => found,
             None => {
                 let state =
@@ -821,8 +873,11 @@ impl Shard {
         process: &ProcessId,
         token: &str,
         batch: &Batch,
+        in_flight: Option<&InFlight>,
     ) -> Result<Option<Applied>, SendError> {
-        if let Some(first) = batch.idempotent.get(&(process.clone(), token.to_owned())) {
+        let key = (process.clone(), token.to_owned());
+        let earlier = batch.idempotent.get(&key).or_else(|| in_flight?.idempotent.get(&key));
+        if let Some(first) = earlier {
             return Ok(Some(Applied { deduplicated: true, ..first.clone() }));
         }
         let stored = self
@@ -851,7 +906,7 @@ impl Shard {
             if self.residents.read().contains_key(&process) {
                 continue;
             }
-            match self.current(&process, &Batch::default()) {
+            match self.current(&process, &Batch::default(), None) {
                 Ok(Some((head, state, snapshotted))) => {
                     let resident = Resident {
                         head,

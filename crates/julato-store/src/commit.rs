@@ -1,6 +1,11 @@
 //! Group commit. One committer thread owns all writes: it takes every commit that
 //! queued while the previous fsync ran, writes them as one atomic batch, syncs
 //! once, and then wakes each waiting writer. No lock is held across the fsync.
+//!
+//! Commits are written in the order they were submitted, so a writer may
+//! submit a commit that builds on one still in flight. That is only sound if a
+//! failed commit stops every later one: after a failed group the committer
+//! refuses everything (fail-stop), and a restart recovers what was durable.
 
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -69,8 +74,38 @@ type Done = SyncSender<Result<(), String>>;
 struct Queue {
     pending: Vec<(Commit, Done)>,
     closed: bool,
+    /// Why a group failed; once set, nothing more is written.
+    failed: Option<String>,
     fsyncs: u64,
     commits: u64,
+}
+
+/// A submitted commit; [`Pending::wait`] returns once it is durable or failed.
+#[must_use = "a commit is not durable until `wait` says so"]
+pub struct Pending {
+    outcome: PendingOutcome,
+}
+
+enum PendingOutcome {
+    Now(Result<()>),
+    Later(std::sync::mpsc::Receiver<Result<(), String>>),
+}
+
+impl Pending {
+    /// Blocks until the commit is fsync'd (or failed).
+    ///
+    /// # Errors
+    /// Fails when the commit was not written; then nothing of it is durable.
+    pub fn wait(self) -> Result<()> {
+        match self.outcome {
+            PendingOutcome::Now(result) => result,
+            PendingOutcome::Later(wait) => match wait.recv() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(message)) => Err(Error::Commit(message)),
+                Err(_) => Err(Error::Closed),
+            },
+        }
+    }
 }
 
 pub(crate) struct Committer {
@@ -81,7 +116,13 @@ pub(crate) struct Committer {
 impl Committer {
     pub fn start(tables: Arc<Tables>) -> Self {
         let queue = Arc::new((
-            Mutex::new(Queue { pending: Vec::new(), closed: false, fsyncs: 0, commits: 0 }),
+            Mutex::new(Queue {
+                pending: Vec::new(),
+                closed: false,
+                failed: None,
+                fsyncs: 0,
+                commits: 0,
+            }),
             Condvar::new(),
         ));
         let worker_queue = queue.clone();
@@ -93,24 +134,28 @@ impl Committer {
     }
 
     pub fn append(&self, commit: Commit) -> Result<()> {
+        self.submit(commit).wait()
+    }
+
+    /// Queues a commit behind every commit submitted before it.
+    pub fn submit(&self, commit: Commit) -> Pending {
         if commit.is_empty() {
-            return Ok(());
+            return Pending { outcome: PendingOutcome::Now(Ok(())) };
         }
         let (done, wait) = sync_channel(1);
-        {
-            let (lock, ready) = &*self.queue;
-            let mut queue = lock.lock();
-            if queue.closed {
-                return Err(Error::Closed);
-            }
-            queue.pending.push((commit, done));
-            ready.notify_one();
+        let (lock, ready) = &*self.queue;
+        let mut queue = lock.lock();
+        if queue.closed {
+            return Pending { outcome: PendingOutcome::Now(Err(Error::Closed)) };
         }
-        match wait.recv() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(Error::Commit(message)),
-            Err(_) => Err(Error::Closed),
+        if let Some(reason) = &queue.failed {
+            let refused =
+                Error::Commit(format!("the store stopped writing after a failure: {reason}"));
+            return Pending { outcome: PendingOutcome::Now(Err(refused)) };
         }
+        queue.pending.push((commit, done));
+        ready.notify_one();
+        Pending { outcome: PendingOutcome::Later(wait) }
     }
 
     pub fn stats(&self) -> (u64, u64) {
@@ -147,13 +192,23 @@ fn run(tables: &Tables, queue: &(Mutex<Queue>, Condvar)) {
         };
 
         let size = group.len();
-        let outcome =
-            write_group(tables, group.iter().map(|(commit, _)| commit)).map_err(|e| e.to_string());
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, commits = size, "group commit failed; writers are told");
-        }
+        let earlier = lock.lock().failed.clone();
+        let outcome = match earlier {
+            Some(reason) => Err(format!("the store stopped writing after a failure: {reason}")),
+            None => write_group(tables, group.iter().map(|(commit, _)| commit))
+                .map_err(|e| e.to_string()),
+        };
         {
             let mut state = lock.lock();
+            if let Err(e) = &outcome
+                && state.failed.is_none()
+            {
+                tracing::error!(
+                    error = %e, commits = size,
+                    "group commit failed; the store writes nothing more until restarted"
+                );
+                state.failed = Some(e.clone());
+            }
             state.fsyncs += 1;
             state.commits += size as u64;
         }

@@ -19,7 +19,7 @@ use julato_core::{
 };
 
 use commit::Committer;
-pub use commit::{Commit, Restore};
+pub use commit::{Commit, Pending, Restore};
 
 /// Errors of the event store.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +176,13 @@ impl Store {
     /// acknowledged and the caller must not treat it as stored.
     pub fn append(&self, commit: Commit) -> Result<()> {
         self.committer.append(commit)
+    }
+
+    /// Queues a commit to be written after every commit queued before it, and
+    /// returns at once; [`Pending::wait`] tells when it is durable. A failed
+    /// commit stops the store from writing anything after it.
+    pub fn submit(&self, commit: Commit) -> Pending {
+        self.committer.submit(commit)
     }
 
     /// Number of fsyncs and of commits so far; their ratio is the group size.
