@@ -83,9 +83,10 @@ enum Command {
     Checkpoints,
     /// Put every process back to an earlier log position or time. Events after
     /// it are kept as an archived branch of the log.
+    #[command(group = clap::ArgGroup::new("point").required(true).args(["seq", "at"]))]
     Restore {
         /// Keep every event at or below this seq.
-        #[arg(long, conflicts_with = "at", required_unless_present = "at")]
+        #[arg(long)]
         seq: Option<u64>,
         /// Keep every event at or before this RFC 3339 time.
         #[arg(long)]

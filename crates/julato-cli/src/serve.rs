@@ -82,8 +82,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.idle_evict_secs.is_finite() && args.idle_evict_secs >= 0.0,
         "--idle-evict-secs must be a number of seconds, 0 or more"
     );
-    config.idle_eviction = (args.idle_evict_secs > 0.0)
-        .then(|| std::time::Duration::from_secs_f64(args.idle_evict_secs));
+    config.idle_eviction = if args.idle_evict_secs > 0.0 {
+        Some(std::time::Duration::try_from_secs_f64(args.idle_evict_secs).map_err(|_| {
+            anyhow::anyhow!("--idle-evict-secs {} is too long", args.idle_evict_secs)
+        })?)
+    } else {
+        None
+    };
     config.memory_budget = args.state_memory_mib << 20;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

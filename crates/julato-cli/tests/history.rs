@@ -909,6 +909,57 @@ fn a_checkpoint_after_a_restart_sees_the_events_since_the_previous_one() {
     assert_eq!(second["processes"], json!(1), "a changed since the first checkpoint: {second}");
 }
 
+/// Seqs given to rejected events at the end of the log are never shown to a
+/// reader (token, seq bound), so the answers a reader got never change when a
+/// restart hands those numbers out again; a kill -9 as much as a clean stop.
+#[test]
+fn a_read_at_a_seq_never_changes_across_a_restart() {
+    let mut server = Server::start_with(&["--idle-evict-secs", "0"]);
+    server.deploy("account");
+    let first = deposit(&server, "a", 5, None);
+    for _ in 0..2 {
+        let overdraft = json!({ "type": "Withdraw", "data": { "amount": 50 } });
+        server.send("account", "a", &overdraft).expect_error(422, "handler_rejected");
+    }
+    let read = state_q(&server, "account", "a", "").ok();
+    let token = read["token"].as_str().expect("a token").to_owned();
+    assert_eq!(token, format!("v1.{}", num(&first["seq"])), "{read}");
+    let end = num(&first["seq"]);
+    state_q(&server, "account", "a", &format!("seq={}", end + 1))
+        .expect_error(404, "seq_out_of_range");
+
+    for kill in [true, false] {
+        if kill {
+            server.kill();
+        }
+        server.restart();
+        let again = state_q(&server, "account", "a", &format!("seq={end}&after={token}")).ok();
+        assert_eq!(again["version"], json!(1), "{again}");
+        assert_eq!(again["state"], balance(5), "{again}");
+        let other = deposit(&server, "b", 7, None);
+        assert!(num(&other["seq"]) > end, "{other} reuses a seq readers saw");
+        let still = state_q(&server, "account", "a", &format!("seq={end}")).ok();
+        assert_eq!((still["version"].clone(), still["state"].clone()), (json!(1), balance(5)));
+    }
+}
+
+/// A bounded history page that ends exactly at the bound has no next page.
+#[test]
+fn a_bounded_history_ends_at_its_bound() {
+    let server = Server::start_with(&["--idle-evict-secs", "0"]);
+    server.deploy("counter");
+    for text in ["a", "b", "c", "d"] {
+        server.say("counter", "p", text);
+    }
+    let page = history_q(&server, "counter", "p", "version=2&from_version=2&limit=1").ok();
+    assert_eq!(events(&page).len(), 1, "{page}");
+    assert!(page["next_from_version"].is_null(), "{page}");
+    let page = history_q(&server, "counter", "p", "version=3&limit=2").ok();
+    assert_eq!(page["next_from_version"], json!(3), "{page}");
+    let page = history_q(&server, "counter", "p", "limit=4").ok();
+    assert!(page["next_from_version"].is_null(), "{page}");
+}
+
 /// The client verbs for time travel, checkpoints, restores and branches, with `--json`.
 #[test]
 fn cli_verbs_for_history() {

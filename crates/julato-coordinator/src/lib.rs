@@ -86,6 +86,8 @@ pub enum Error {
     UnknownBranch(u64),
     #[error("cannot restore to seq {asked}: the log ends at {end}")]
     RestorePointOutOfRange { asked: Seq, end: Seq },
+    #[error("events at or before {0} are still being committed after waiting {1:?}")]
+    TimeNotSettled(EventTime, Duration),
     #[error("causal token {0} is not covered after waiting {1:?}")]
     TokenNotReached(CausalToken, Duration),
     #[error(transparent)]
@@ -133,6 +135,7 @@ impl Error {
             Error::UnknownBranch(_) => "branch_not_found",
             Error::RestorePointOutOfRange { .. } => "restore_point_out_of_range",
             Error::TokenNotReached(..) => "token_not_reached",
+            Error::TimeNotSettled(..) => "time_not_settled",
             Error::Store(_) => "storage_failed",
             Error::Executor(_) => "internal",
         }
@@ -296,6 +299,24 @@ impl Coordinator {
                 return Err(Error::TokenNotReached(token, self.token_wait));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until no event with a time at or before `time` is still in
+    /// flight, so a read as of `time` gives the same answer whenever it is
+    /// repeated. (A time ahead of the clock can still gain events: a read as of
+    /// the future is a read of the newest state.)
+    ///
+    /// # Errors
+    /// [`Error::TimeNotSettled`] when that takes longer than the configured wait.
+    pub async fn observe_time(&self, time: EventTime) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + self.token_wait;
+        while self.managers.sequencer().unsettled_at_or_before(time) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::TimeNotSettled(time, self.token_wait));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         Ok(())
     }

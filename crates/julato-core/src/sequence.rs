@@ -3,7 +3,7 @@
 //! positions are still in flight, so readers of the log never skip one that is
 //! about to be committed.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -20,7 +20,12 @@ pub struct Allocation {
 struct State {
     next: u64,
     clock: MonotonicClock,
-    in_flight: BTreeSet<u64>,
+    /// Reserved seqs not yet settled, with their times.
+    in_flight: BTreeMap<u64, EventTime>,
+    /// The highest seq committed to the log. Seqs above it that were given up
+    /// are never shown to readers, so after a restart nobody has seen them and
+    /// handing them out again is harmless.
+    committed: u64,
 }
 
 /// Hands out seqs and times; cheap to clone, shared by every process manager.
@@ -36,7 +41,8 @@ impl Sequencer {
         let state = State {
             next: last_seq.0 + 1,
             clock: MonotonicClock::starting_after(last_time),
-            in_flight: BTreeSet::new(),
+            in_flight: BTreeMap::new(),
+            committed: last_seq.0,
         };
         Self { state: Arc::new(Mutex::new(state)), clock }
     }
@@ -47,18 +53,18 @@ impl Sequencer {
         let mut state = self.state.lock();
         let seq = state.next;
         state.next += 1;
-        state.in_flight.insert(seq);
         let time = state.clock.tick(reading);
+        state.in_flight.insert(seq, time);
         Allocation { seq: Seq(seq), time }
     }
 
-    /// Marks a reserved seq as settled: committed to the log, or given up because
-    /// its event was rejected.
+    /// Marks a reserved seq as given up: its event was rejected or its commit
+    /// failed, so it will never be in the log.
     pub fn settle(&self, seq: Seq) {
         self.state.lock().in_flight.remove(&seq.0);
     }
 
-    /// Marks many reserved seqs as settled at once.
+    /// Marks many reserved seqs as given up at once.
     pub fn settle_all(&self, seqs: impl IntoIterator<Item = Seq>) {
         let mut state = self.state.lock();
         for seq in seqs {
@@ -66,14 +72,34 @@ impl Sequencer {
         }
     }
 
-    /// The highest seq below which nothing is in flight: every event at or below
-    /// it is either in the log or will never be.
+    /// Marks reserved seqs as committed: their events are durable in the log.
+    pub fn commit_all(&self, seqs: impl IntoIterator<Item = Seq>) {
+        let mut state = self.state.lock();
+        for seq in seqs {
+            state.in_flight.remove(&seq.0);
+            state.committed = state.committed.max(seq.0);
+        }
+    }
+
+    /// The log position readers may see: every event at or below it is either
+    /// in the log or never will be, and it is never past the newest committed
+    /// event, so no seq a reader was shown is ever handed out again, even after
+    /// a restart forgets the seqs given up at the end.
     pub fn watermark(&self) -> Seq {
         let state = self.state.lock();
-        match state.in_flight.first() {
-            Some(&lowest) => Seq(lowest - 1),
-            None => Seq(state.next - 1),
-        }
+        let settled = match state.in_flight.first_key_value() {
+            Some((&lowest, _)) => lowest - 1,
+            None => state.next - 1,
+        };
+        Seq(settled.min(state.committed))
+    }
+
+    /// Whether an event with a time at or before `time` may still be committed:
+    /// a read as of `time` must wait until this is false to be repeatable.
+    pub fn unsettled_at_or_before(&self, time: EventTime) -> bool {
+        let state = self.state.lock();
+        // Times follow seqs, so the lowest seq in flight has the earliest time.
+        state.in_flight.first_key_value().is_some_and(|(_, &t)| t <= time)
     }
 
     /// The newest event time handed out.
@@ -106,10 +132,21 @@ mod tests {
         assert_eq!((a.seq, b.seq), (Seq(5), Seq(6)));
         assert_eq!(seqs.watermark(), Seq(4));
 
-        seqs.settle(b.seq);
+        seqs.commit_all([b.seq]);
         assert_eq!(seqs.watermark(), Seq(4));
-        seqs.settle(a.seq);
+        seqs.commit_all([a.seq]);
         assert_eq!(seqs.watermark(), Seq(6));
+
+        // Given-up seqs at the end are never shown: the watermark stays at the
+        // newest committed event until a later one commits.
+        let c = seqs.allocate();
+        let d = seqs.allocate();
+        assert!(seqs.unsettled_at_or_before(c.time));
+        seqs.settle(c.seq);
+        assert_eq!(seqs.watermark(), Seq(6));
+        seqs.commit_all([d.seq]);
+        assert_eq!(seqs.watermark(), d.seq);
+        assert!(!seqs.unsettled_at_or_before(d.time));
     }
 
     #[test]
@@ -144,13 +181,14 @@ mod properties {
     #[derive(Debug, Clone)]
     enum Step {
         Allocate { clock: u64 },
-        Settle { pick: usize },
+        Settle { pick: usize, commit: bool },
     }
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             (0u64..1_000).prop_map(|clock| Step::Allocate { clock }),
-            any::<usize>().prop_map(|pick| Step::Settle { pick }),
+            (any::<usize>(), any::<bool>())
+                .prop_map(|(pick, commit)| Step::Settle { pick, commit }),
         ]
     }
 
@@ -165,6 +203,7 @@ mod properties {
             let mut open: BTreeSet<u64> = BTreeSet::new();
             let mut last = Allocation { seq: Seq(10), time: EventTime(500) };
             let mut watermark = seqs.watermark();
+            let mut committed = 10;
             for step in steps {
                 match step {
                     Step::Allocate { clock: reading } => {
@@ -175,21 +214,23 @@ mod properties {
                         open.insert(next.seq.0);
                         last = next;
                     }
-                    Step::Settle { pick } => {
+                    Step::Settle { pick, commit } => {
                         if !open.is_empty() {
                             let seq = *open.iter().nth(pick % open.len()).unwrap();
                             open.remove(&seq);
-                            seqs.settle(Seq(seq));
+                            if commit {
+                                seqs.commit_all([Seq(seq)]);
+                                committed = committed.max(seq);
+                            } else {
+                                seqs.settle(Seq(seq));
+                            }
                         }
                     }
                 }
                 let now = seqs.watermark();
                 prop_assert!(now >= watermark);
-                if let Some(&lowest) = open.first() {
-                    prop_assert_eq!(now.0, lowest - 1);
-                } else {
-                    prop_assert_eq!(now, last.seq);
-                }
+                let settled = open.first().map_or(last.seq.0, |&lowest| lowest - 1);
+                prop_assert_eq!(now.0, settled.min(committed));
                 watermark = now;
             }
         }

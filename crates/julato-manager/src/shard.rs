@@ -654,7 +654,8 @@ impl Shard {
         let InFlight {
             pending, working, seqs, mut answers, responders, accepted, snapshots, ..
         } = batch;
-        match pending.wait() {
+        let committed = pending.wait();
+        match &committed {
             Ok(()) => {
                 self.counters.snapshots.fetch_add(snapshots, Ordering::Relaxed);
                 self.counters.applied.fetch_add(accepted.len() as u64, Ordering::Relaxed);
@@ -683,7 +684,11 @@ impl Shard {
                 }
             }
         }
-        self.sequencer.settle_all(seqs);
+        if committed.is_ok() {
+            self.sequencer.commit_all(seqs);
+        } else {
+            self.sequencer.settle_all(seqs);
+        }
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         for (responder, slots) in responders.into_iter().zip(answers) {
             responder.respond(slots);

@@ -44,7 +44,9 @@ fn status_of(code: &str) -> StatusCode {
         | "seq_out_of_range" => StatusCode::NOT_FOUND,
         "version_conflict" | "idempotency_key_reused" => StatusCode::CONFLICT,
         "handler_timeout" => StatusCode::GATEWAY_TIMEOUT,
-        "overloaded" | "shutting_down" | "token_not_reached" => StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded" | "shutting_down" | "token_not_reached" | "time_not_settled" => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         "storage_failed" | "component_unavailable" | "replay_failed" | "internal" => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

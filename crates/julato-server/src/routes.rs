@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use julato_coordinator::{Coordinator, RestoreTarget};
-use julato_core::{EventTime, FunctionName, ProcessKey, Seq, Version};
+use julato_core::{AsOf, EventTime, FunctionName, ProcessKey, Seq, Version};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -313,6 +313,9 @@ async fn state(
     if let Some(token) = wire::parse_token(query.after.as_deref())? {
         coordinator.observe(token).await?;
     }
+    if let Some(AsOf::Time(time)) = point {
+        coordinator.observe_time(time).await?;
+    }
     let token = coordinator.token();
     let target = process.clone();
     let read = blocking(&coordinator, move |c| match point {
@@ -342,9 +345,15 @@ async fn history(
     let process = wire::process_id(&function, &key)?;
     let limit = page_limit(query.limit)?;
     let upto = wire::as_of(query.version, query.seq, query.at.as_deref())?;
+    if let Some(AsOf::Time(time)) = upto {
+        coordinator.observe_time(time).await?;
+    }
     let from = Version(query.from_version.unwrap_or(1));
-    let events = blocking(&coordinator, move |c| c.history(&process, from, upto, limit)).await?;
-    let next = (events.len() == limit).then(|| events.last().map(|r| r.version.0 + 1)).flatten();
+    // One more than asked tells whether another page exists within the bound.
+    let mut events =
+        blocking(&coordinator, move |c| c.history(&process, from, upto, limit + 1)).await?;
+    let next = (events.len() > limit).then(|| events[limit].version.0);
+    events.truncate(limit);
     ok(EventPage {
         events: events.iter().map(wire::record).collect(),
         next_from_version: Some(next),

@@ -94,6 +94,9 @@ pub(crate) struct Tables {
 /// engine's smallest allowed bound.
 const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 
+/// Size at which a keyspace's in-memory table is flushed to disk.
+const MAX_MEMTABLE_BYTES: u64 = 16 << 20;
+
 /// Handle to the embedded event store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -118,9 +121,10 @@ impl Store {
             .max_journaling_size(MAX_JOURNAL_BYTES)
             .open()
             .map_err(engine("opening the database"))?;
-        let open = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default).map_err(engine("opening a keyspace"))
-        };
+        // Small in-memory tables flush often, and each flush lets the engine
+        // rotate and drop journal, which keeps the replay at open short.
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(MAX_MEMTABLE_BYTES);
+        let open = |name: &str| db.keyspace(name, options).map_err(engine("opening a keyspace"));
         let tables = Arc::new(Tables {
             log: open("log")?,
             versions: open("versions")?,
