@@ -55,6 +55,35 @@ fn decode_position(value: &[u8]) -> Result<(Seq, EventTime)> {
         .ok_or_else(|| Error::Corrupt { what: "versions", message: "bad position".into() })
 }
 
+/// Decodes the value of the entry an iterator step found, if it found one.
+fn decode_found<T: serde::de::DeserializeOwned>(
+    found: Option<fjall::Guard>,
+    doing: &'static str,
+    what: &'static str,
+) -> Result<Option<T>> {
+    match found {
+        None => Ok(None),
+        Some(guard) => {
+            let (_, value) = guard.into_inner().map_err(engine(doing))?;
+            decode(what, &value).map(Some)
+        }
+    }
+}
+
+/// Decodes every value of an iterator, in order.
+fn decode_all<T: serde::de::DeserializeOwned>(
+    entries: impl Iterator<Item = fjall::Guard>,
+    doing: &'static str,
+    what: &'static str,
+) -> Result<Vec<T>> {
+    entries
+        .map(|guard| {
+            let (_, value) = guard.into_inner().map_err(engine(doing))?;
+            decode(what, &value)
+        })
+        .collect()
+}
+
 fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| Error::Corrupt { what, message: e.to_string() })
 }
@@ -199,13 +228,7 @@ impl Store {
     /// # Errors
     /// Fails on an engine error or a corrupt record.
     pub fn last_event(&self) -> Result<Option<EventRecord>> {
-        match self.tables.log.last_key_value() {
-            None => Ok(None),
-            Some(guard) => {
-                let (_, value) = guard.into_inner().map_err(engine("reading the log tail"))?;
-                decode("log", &value).map(Some)
-            }
-        }
+        decode_found(self.tables.log.last_key_value(), "reading the log tail", "log")
     }
 
     /// The seq and time to continue after.
@@ -328,13 +351,8 @@ impl Store {
         if version < Version(1) {
             return Ok(None);
         }
-        match self.tables.snapshots.range(start..=end).next_back() {
-            None => Ok(None),
-            Some(guard) => {
-                let (_, value) = guard.into_inner().map_err(engine("reading a snapshot"))?;
-                decode("snapshots", &value).map(Some)
-            }
-        }
+        let found = self.tables.snapshots.range(start..=end).next_back();
+        decode_found(found, "reading a snapshot", "snapshots")
     }
 
     /// Versions of a process's snapshots after `after`, oldest first.
@@ -370,12 +388,7 @@ impl Store {
     /// # Errors
     /// Fails on an engine error or a corrupt value.
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
-        let mut out = Vec::new();
-        for guard in self.tables.checkpoints.iter() {
-            let (_, value) = guard.into_inner().map_err(engine("listing checkpoints"))?;
-            out.push(decode("checkpoints", &value)?);
-        }
-        Ok(out)
+        decode_all(self.tables.checkpoints.iter(), "listing checkpoints", "checkpoints")
     }
 
     /// Every restore so far, oldest first.
@@ -383,12 +396,7 @@ impl Store {
     /// # Errors
     /// Fails on an engine error or a corrupt value.
     pub fn branches(&self) -> Result<Vec<Branch>> {
-        let mut out = Vec::new();
-        for guard in self.tables.branches.iter() {
-            let (_, value) = guard.into_inner().map_err(engine("listing branches"))?;
-            out.push(decode("branches", &value)?);
-        }
-        Ok(out)
+        decode_all(self.tables.branches.iter(), "listing branches", "branches")
     }
 
     /// The first event at or after `seq`, if any.
@@ -396,13 +404,7 @@ impl Store {
     /// # Errors
     /// Fails on an engine error or a corrupt record.
     pub fn event_at_or_after(&self, seq: Seq) -> Result<Option<EventRecord>> {
-        match self.tables.log.range(keys::seq(seq)..).next() {
-            None => Ok(None),
-            Some(guard) => {
-                let (_, value) = guard.into_inner().map_err(engine("seeking the log"))?;
-                decode("log", &value).map(Some)
-            }
-        }
+        decode_found(self.tables.log.range(keys::seq(seq)..).next(), "seeking the log", "log")
     }
 
     /// The newest seq at or below `upto` whose event time is at or before `time`,
@@ -438,13 +440,7 @@ impl Store {
     /// # Errors
     /// Fails on an engine error or a corrupt record.
     pub fn event_at_or_before(&self, seq: Seq) -> Result<Option<EventRecord>> {
-        match self.tables.log.range(..=keys::seq(seq)).next_back() {
-            None => Ok(None),
-            Some(guard) => {
-                let (_, value) = guard.into_inner().map_err(engine("seeking the log"))?;
-                decode("log", &value).map(Some)
-            }
-        }
+        decode_found(self.tables.log.range(..=keys::seq(seq)).next_back(), "seeking the log", "log")
     }
 
     /// Processes of a function in key order, starting after `after`, at most `limit`.
@@ -485,12 +481,7 @@ impl Store {
     /// # Errors
     /// Fails on an engine error or a corrupt value.
     pub fn functions(&self) -> Result<Vec<FunctionInfo>> {
-        let mut out = Vec::new();
-        for guard in self.tables.functions.iter() {
-            let (_, value) = guard.into_inner().map_err(engine("listing functions"))?;
-            out.push(decode("functions", &value)?);
-        }
-        Ok(out)
+        decode_all(self.tables.functions.iter(), "listing functions", "functions")
     }
 
     /// One function with its versions.
