@@ -10,7 +10,7 @@ WASM_DIR := target/wasm/$(WASM_TARGET)/release
 COMPONENTS_DIR := target/functions
 COMPONENTIZE := target/release/julato-componentize
 
-.PHONY: functions run test check bench bench-history
+.PHONY: functions run test check bench bench-suite bench-history
 
 # Builds every example function into a component: target/functions/<name>.wasm.
 functions:
@@ -30,12 +30,15 @@ functions:
 run:
 	scripts/run.sh
 
-# Sends per second beside the same server's trivial endpoint, measured in one run;
-# then long histories: rehydration, time travel and restart, each beside a baseline.
-bench: functions
-	$(CARGO) build --release -p julato-cli -p julato-bench
-	target/release/julato-bench
+# The whole benchmark suite (BENCHMARKS.md): one table, every figure beside a
+# baseline from the same run. Installs its peers (NATS, PostgreSQL) if missing,
+# with scripts/bench-peers.sh. `make bench` runs it, then the history suite.
+bench: bench-suite
 	target/release/julato-bench history
+
+bench-suite: functions
+	$(CARGO) build --release -p julato-cli -p julato-bench
+	target/release/julato-bench suite
 
 # Only the long-history benchmarks (a few minutes: builds a 1,000,000-event process).
 bench-history: functions

@@ -153,13 +153,13 @@ pub fn main(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
 /// HTTP calls to one server, each timed from sending the request to having
 /// read the whole answer.
 #[derive(Clone)]
-struct Api {
+pub(crate) struct Api {
     client: reqwest::Client,
     base: String,
 }
 
 impl Api {
-    fn new(client: &reqwest::Client, server: &Server) -> Self {
+    pub(crate) fn new(client: &reqwest::Client, server: &Server) -> Self {
         Self { client: client.clone(), base: server.url.clone() }
     }
 
@@ -179,14 +179,14 @@ impl Api {
         Ok((took, body.to_vec()))
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<(Duration, Value)> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<(Duration, Value)> {
         let what = format!("GET {path}");
         let (took, body) =
             self.call(&what, self.client.get(format!("{}{path}", self.base))).await?;
         Ok((took, parse(&what, &body)?))
     }
 
-    async fn post(&self, path: &str, body: String) -> anyhow::Result<(Duration, Value)> {
+    pub(crate) async fn post(&self, path: &str, body: String) -> anyhow::Result<(Duration, Value)> {
         let what = format!("POST {path}");
         let request = self
             .client
@@ -197,7 +197,7 @@ impl Api {
         Ok((took, parse(&what, &body)?))
     }
 
-    async fn deploy_counter(&self, component: &[u8]) -> anyhow::Result<()> {
+    pub(crate) async fn deploy_counter(&self, component: &[u8]) -> anyhow::Result<()> {
         let request =
             self.client.put(format!("{}/v1/functions/counter", self.base)).body(component.to_vec());
         self.call("deploying counter", request).await?;
@@ -258,12 +258,12 @@ fn parse(what: &str, body: &[u8]) -> anyhow::Result<Value> {
 
 /// Counters of every shard, summed (see `GET /v1/managers`).
 #[derive(Debug, Default, Clone, Copy)]
-struct Counters {
-    resident: u64,
-    snapshots: u64,
-    evicted: u64,
-    rehydrated: u64,
-    replayed: u64,
+pub(crate) struct Counters {
+    pub(crate) resident: u64,
+    pub(crate) snapshots: u64,
+    pub(crate) evicted: u64,
+    pub(crate) rehydrated: u64,
+    pub(crate) replayed: u64,
 }
 
 impl Counters {
@@ -280,7 +280,7 @@ impl Counters {
 
 /// Latencies of one series.
 #[derive(Default)]
-struct Samples(Vec<Duration>);
+pub(crate) struct Samples(Vec<Duration>);
 
 impl Samples {
     fn push(&mut self, took: Duration) {
@@ -288,7 +288,7 @@ impl Samples {
     }
 
     /// The `p` quantile (nearest rank), or zero without samples.
-    fn percentile(&self, p: f64) -> Duration {
+    pub(crate) fn percentile(&self, p: f64) -> Duration {
         let mut sorted = self.0.clone();
         sorted.sort_unstable();
         if sorted.is_empty() {
@@ -346,7 +346,7 @@ fn check_counter(answer: &Value, version: Option<u64>, what: &str) -> anyhow::Re
 }
 
 /// What one build measured.
-struct Build {
+pub(crate) struct Build {
     events: u64,
     elapsed: Duration,
     /// Events per second over the first and the last tenth of the build.
@@ -379,7 +379,7 @@ fn bulk_body(key: &str, events: u64) -> Vec<u8> {
 
 /// Appends `events` `Say` events to process `key` with the bulk route,
 /// [`BUILD_CONCURRENCY`] requests of `batch` events in flight.
-async fn build(api: &Api, key: &str, events: u64, batch: u64) -> anyhow::Result<Build> {
+pub(crate) async fn build(api: &Api, key: &str, events: u64, batch: u64) -> anyhow::Result<Build> {
     let full = bulk_body(key, batch.min(events));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -477,18 +477,18 @@ async fn time_travel(
 
 /// Rehydration latencies: after an eviction and while resident.
 #[derive(Default)]
-struct Rehydration {
-    cold_read: Samples,
-    warm_read: Samples,
-    cold_send: Samples,
-    warm_send: Samples,
-    counters: Counters,
-    evicted_answers: u64,
+pub(crate) struct Rehydration {
+    pub(crate) cold_read: Samples,
+    pub(crate) warm_read: Samples,
+    pub(crate) cold_send: Samples,
+    pub(crate) warm_send: Samples,
+    pub(crate) counters: Counters,
+    pub(crate) evicted_answers: u64,
 }
 
 /// Rounds of: evict everything; read (rebuilt, not resident); send one event
 /// (rehydrates into the shard); read again (resident); send again (resident).
-async fn rehydration(
+pub(crate) async fn rehydration(
     api: &Api,
     key: &str,
     mut version: u64,
@@ -593,18 +593,18 @@ fn allocated(metadata: &std::fs::Metadata) -> u64 {
     metadata.len()
 }
 
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
 /// `1234567` as `1,234,567`.
-fn grouped(n: u64) -> String {
+pub(crate) fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -617,7 +617,7 @@ fn grouped(n: u64) -> String {
 }
 
 /// Events per second, rounded and grouped.
-fn rate(per_second: f64) -> String {
+pub(crate) fn rate(per_second: f64) -> String {
     if per_second.is_finite() { grouped(per_second.round() as u64) } else { "-".into() }
 }
 

@@ -1,18 +1,22 @@
-//! `julato-bench`: starts a release `julato` server on a temporary data folder,
-//! deploys the `counter` example, and drives it with an async HTTP load generator
-//! on loopback. Each figure is printed beside a baseline measured in the same run
-//! on the same server: `GET /healthz`, the cheapest request it answers.
+//! `julato-bench`: benchmarks of Julato, each figure printed beside a
+//! baseline measured in the same run on the same machine.
 //!
 //! ```text
 //! cargo build --release -p julato-cli -p julato-bench
-//! target/release/julato-bench [JULATO] [--counter FILE] [--concurrency N]
-//!     [--seconds S] [--warmup S] [--processes N]
+//! target/release/julato-bench [suite] [options]   # the whole suite, one table (see `suite`)
+//! target/release/julato-bench history [options]   # long histories (see `history`)
+//! target/release/julato-bench sends [options]     # quick: Say sends beside GET /healthz
 //! ```
 //!
-//! `julato-bench history` runs the benchmarks of long histories instead
-//! (rehydration, time travel, restart); see the `history` module.
+//! `sends` starts a release `julato` server on a temporary data folder,
+//! deploys the `counter` example, and drives it with an async HTTP load
+//! generator on loopback, beside the same server's `GET /healthz`, the
+//! cheapest request it answers.
 
+mod flights;
 mod history;
+mod peers;
+mod suite;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -26,7 +30,7 @@ use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
 
 const USAGE: &str = "\
-usage: julato-bench [JULATO] [options]
+usage: julato-bench sends [JULATO] [options]
 
   JULATO, --julato PATH   the julato binary to serve (default: target/release/julato)
   --counter PATH          the counter component (default: target/functions/counter.wasm)
@@ -35,6 +39,7 @@ usage: julato-bench [JULATO] [options]
   --warmup S              unmeasured seconds before each workload (default: 1)
   --processes N           counter processes the sends are spread over (default: 1000)
 
+julato-bench [suite] [options]: the whole suite (`julato-bench suite --help`);
 julato-bench history [options]: rehydration, time travel and restart with long
 histories (`julato-bench history --help`).";
 
@@ -57,7 +62,7 @@ fn workspace_root() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
-fn parse_options() -> anyhow::Result<Options> {
+fn parse_options(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
     let root = workspace_root();
     let mut options = Options {
         julato: root.join("target/release/julato"),
@@ -67,7 +72,7 @@ fn parse_options() -> anyhow::Result<Options> {
         warmup: 1.0,
         processes: 1000,
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = args;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} needs a value"));
         match arg.as_str() {
@@ -507,13 +512,16 @@ async fn run(options: Options) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    let result = if std::env::args().nth(1).as_deref() == Some("history") {
-        history::main(std::env::args().skip(2))
-    } else {
-        parse_options().and_then(|options| {
+    let mode = std::env::args().nth(1);
+    let rest = || std::env::args().skip(2);
+    let result = match mode.as_deref() {
+        Some("history") => history::main(rest()),
+        Some("suite") => suite::main(rest()),
+        Some("sends") => parse_options(rest()).and_then(|options| {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(run(options))
-        })
+        }),
+        _ => suite::main(std::env::args().skip(1)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
