@@ -45,6 +45,8 @@ Julato is serving at $JULATO_URL (data in $data). Try, in another terminal:
   export JULATO_URL=$JULATO_URL
   $julato state planes/N14228                   # one plane after January
   $julato history planes/N14228 --limit 5       # the events that built it
+  $julato state planes/N14228 --version 1       # the same plane after its first flight
+  $julato checkpoint                            # a consistent cut of every process
   $julato processes planes --limit 10           # planes seen so far
   $julato send counter/hello Say '{"text": "again"}'
   $julato send account/alice Deposit '{"amount": 100}'
