@@ -33,23 +33,7 @@ use comfy_table::{CellAlignment, Table, presets::ASCII_MARKDOWN};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{Server, workspace_root};
-
-const USAGE: &str = "\
-usage: julato-bench history [options]
-
-  --julato PATH          the julato binary to serve (default: target/release/julato)
-  --counter PATH         the counter component (default: target/functions/counter.wasm)
-  --big N                events of the long process (default: 1000000)
-  --small N              events of the short process, and of the rehydrated one (default: 10000)
-  --rounds N             evict-then-read rounds (default: 200)
-  --reads N              time-travel reads per process and per kind of point (default: 500)
-  --batch N              events per bulk request while building (default: 20000)
-  --restart-events N     events in the small data folder of the restart benchmark (default: 1000)
-  --restart-middle N     events in the middle data folder of the restart benchmark (default: 250000)
-  --restarts N           starts of each data folder (default: 5)
-  --snapshot-every N     `julato serve --snapshot-every` (default: 100)
-  --seed N               seed of the random points (default: 1)";
+use crate::Server;
 
 /// Longest wait for one answer; bulk requests of many events take a while.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -62,94 +46,55 @@ const WARMUP: usize = 10;
 /// `julato-server`); the 64 MiB body limit allows far more of these small ones.
 const MAX_BULK_EVENTS: u64 = 100_000;
 
-struct Options {
-    julato: PathBuf,
+/// Options of `julato-bench history`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Options {
+    #[command(flatten)]
+    paths: crate::Paths,
+    /// The counter component.
+    #[arg(long, default_value_os_t = crate::workspace_root().join("target/functions/counter.wasm"))]
     counter: PathBuf,
+    /// Events of the long process.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     big: u64,
+    /// Events of the short process, and of the rehydrated one.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     small: u64,
+    /// Evict-then-read rounds.
+    #[arg(long, default_value_t = 200, value_parser = crate::positive)]
     rounds: usize,
+    /// Time-travel reads per process and per kind of point.
+    #[arg(long, default_value_t = 500, value_parser = crate::positive)]
     reads: usize,
+    /// Events per bulk request while building (at most the server's 100,000).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=MAX_BULK_EVENTS))]
     batch: u64,
+    /// Events in the small data folder of the restart benchmark.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     restart_events: u64,
+    /// Events in the middle data folder of the restart benchmark.
+    #[arg(long, default_value_t = 250_000, value_parser = clap::value_parser!(u64).range(1..))]
     restart_middle: u64,
+    /// Starts of each data folder.
+    #[arg(long, default_value_t = 5, value_parser = crate::positive)]
     restarts: usize,
+    /// `julato serve --snapshot-every`.
+    #[arg(long, default_value_t = 100)]
     snapshot_every: u64,
+    /// Seed of the random points.
+    #[arg(long, default_value_t = 1)]
     seed: u64,
 }
 
-fn parse_options(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
-    let root = workspace_root();
-    let mut options = Options {
-        julato: root.join("target/release/julato"),
-        counter: root.join("target/functions/counter.wasm"),
-        big: 1_000_000,
-        small: 10_000,
-        rounds: 200,
-        reads: 500,
-        batch: 20_000,
-        restart_events: 1_000,
-        restart_middle: 250_000,
-        restarts: 5,
-        snapshot_every: 100,
-        seed: 1,
-    };
-    let mut args = args;
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--julato" => options.julato = value("--julato")?.into(),
-            "--counter" => options.counter = value("--counter")?.into(),
-            "--big" => options.big = value("--big")?.parse()?,
-            "--small" => options.small = value("--small")?.parse()?,
-            "--rounds" => options.rounds = value("--rounds")?.parse()?,
-            "--reads" => options.reads = value("--reads")?.parse()?,
-            "--batch" => options.batch = value("--batch")?.parse()?,
-            "--restart-events" => options.restart_events = value("--restart-events")?.parse()?,
-            "--restarts" => options.restarts = value("--restarts")?.parse()?,
-            "--restart-middle" => options.restart_middle = value("--restart-middle")?.parse()?,
-            "--snapshot-every" => options.snapshot_every = value("--snapshot-every")?.parse()?,
-            "--seed" => options.seed = value("--seed")?.parse()?,
-            other => bail!("unknown argument `{other}`\n{USAGE}"),
-        }
-    }
-    ensure!(
-        options.big > 0
-            && options.small > 0
-            && options.rounds > 0
-            && options.reads > 0
-            && options.batch > 0
-            && options.restart_events > 0
-            && options.restart_middle > 0
-            && options.restarts > 0,
-        "every count must be positive\n{USAGE}"
-    );
-    ensure!(
-        options.batch <= MAX_BULK_EVENTS,
-        "--batch is at most {MAX_BULK_EVENTS} events (the server's limit per bulk request)"
-    );
-    for (what, path) in [("julato binary", &options.julato), ("component", &options.counter)] {
-        if !path.is_file() {
-            bail!(
-                "no {what} at {}: build it first (`cargo build --release -p julato-cli`, \
-                 `make functions`)",
-                path.display()
-            );
-        }
-    }
-    Ok(options)
-}
-
-/// Runs the history benchmarks with the arguments after `history`.
-pub fn main(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
-    let options = parse_options(args)?;
+/// Runs the history benchmarks.
+pub(crate) fn main(options: Options) -> anyhow::Result<()> {
+    crate::require_files(&[
+        ("julato binary", &options.paths.julato),
+        ("component", &options.counter),
+    ])?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(options))
 }
-
 /// HTTP calls to one server, each timed from sending the request to having
 /// read the whole answer.
 #[derive(Clone)]
@@ -541,7 +486,7 @@ async fn restart(
     version: u64,
 ) -> anyhow::Result<Start> {
     let started = Instant::now();
-    let server = Server::start_in(&options.julato, dir, &serve_flags(options), None)?;
+    let server = Server::start_in(&options.paths.julato, dir, &serve_flags(options), None)?;
     let api = Api::new(client, &server);
     let healthz = loop {
         if api.get("/healthz").await.is_ok() {
@@ -645,7 +590,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     eprintln!(
         "julato-bench history: HTTP on loopback to {} serve {} (child processes), \
          {cores} cores shared by servers and client, load average {load_before}",
-        options.julato.display(),
+        options.paths.julato.display(),
         serve_flags(&options).join(" ")
     );
     let client =
@@ -655,7 +600,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
     // The folder with the long process; kept for the restart benchmark.
     let big_dir = tempfile::Builder::new().prefix("julato-bench-history-").tempdir()?;
-    let server = Server::start_in(&options.julato, big_dir.path(), &serve_flags(&options), None)?;
+    let server =
+        Server::start_in(&options.paths.julato, big_dir.path(), &serve_flags(&options), None)?;
     let api = Api::new(&client, &server);
     api.deploy_counter(&component).await?;
 
@@ -687,7 +633,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
     // The small folder for the restart baseline.
     let small_dir = tempfile::Builder::new().prefix("julato-bench-history-").tempdir()?;
-    let server = Server::start_in(&options.julato, small_dir.path(), &serve_flags(&options), None)?;
+    let server =
+        Server::start_in(&options.paths.julato, small_dir.path(), &serve_flags(&options), None)?;
     let small_api = Api::new(&client, &server);
     small_api.deploy_counter(&component).await?;
     build(&small_api, "short", options.restart_events, options.batch).await?;
@@ -698,7 +645,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     // the two show whether restart time still grows with the log.
     let middle_dir = tempfile::Builder::new().prefix("julato-bench-history-").tempdir()?;
     let server =
-        Server::start_in(&options.julato, middle_dir.path(), &serve_flags(&options), None)?;
+        Server::start_in(&options.paths.julato, middle_dir.path(), &serve_flags(&options), None)?;
     let middle_api = Api::new(&client, &server);
     middle_api.deploy_counter(&component).await?;
     build(&middle_api, "short", options.restart_middle, options.batch).await?;

