@@ -353,7 +353,8 @@ impl Coordinator {
     /// [`Error::UnknownFunction`] or [`Error::UnknownProcess`].
     pub fn state(&self, process: &ProcessId) -> Result<ProcessState, Error> {
         let _timeline = self.timeline.read();
-        self.function(&process.function)?;
+        // A resident process belongs to a deployed function; `head` checks the
+        // function for the others.
         if let Some((head, state)) = self.managers.resident(process) {
             return Ok(ProcessState { newest: head.version, head, state });
         }

@@ -378,11 +378,6 @@ impl Store {
         Ok(out)
     }
 
-    /// About how many snapshots are kept, for operators.
-    pub fn approximate_snapshots(&self) -> u64 {
-        self.tables.snapshots.approximate_len() as u64
-    }
-
     /// Every checkpoint, oldest first.
     ///
     /// # Errors
