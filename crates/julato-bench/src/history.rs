@@ -33,18 +33,10 @@ use comfy_table::{CellAlignment, Table, presets::ASCII_MARKDOWN};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::Server;
+use crate::{BULK_IN_FLIGHT, BULK_REQUEST_TIMEOUT, MAX_BULK_EVENTS, Server};
 
-/// Longest wait for one answer; bulk requests of many events take a while.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
-/// Bulk requests in flight while building, so the server parses one while its
-/// shard applies the other.
-const BUILD_CONCURRENCY: usize = 2;
 /// Unmeasured requests before each measured series.
 const WARMUP: usize = 10;
-/// Most events the server takes in one bulk request (`MAX_BULK_EVENTS` of
-/// `julato-server`); the 64 MiB body limit allows far more of these small ones.
-const MAX_BULK_EVENTS: u64 = 100_000;
 
 /// Options of `julato-bench history`.
 #[derive(Debug, clap::Args)]
@@ -323,7 +315,7 @@ fn bulk_body(key: &str, events: u64) -> Vec<u8> {
 }
 
 /// Appends `events` `Say` events to process `key` with the bulk route,
-/// [`BUILD_CONCURRENCY`] requests of `batch` events in flight.
+/// [`BULK_IN_FLIGHT`] requests of `batch` events in flight.
 pub(crate) async fn build(api: &Api, key: &str, events: u64, batch: u64) -> anyhow::Result<Build> {
     let full = bulk_body(key, batch.min(events));
     let started = Instant::now();
@@ -333,7 +325,7 @@ pub(crate) async fn build(api: &Api, key: &str, events: u64, batch: u64) -> anyh
     let mut marks: Vec<(u64, Duration)> = vec![(0, Duration::ZERO)];
     let mut next_report = events / 10;
     while done < events {
-        while sent < events && tasks.len() < BUILD_CONCURRENCY {
+        while sent < events && tasks.len() < BULK_IN_FLIGHT {
             let n = batch.min(events - sent);
             let body = if n == batch.min(events) { full.clone() } else { bulk_body(key, n) };
             tasks.spawn(api.clone().bulk(body, n));
@@ -593,8 +585,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
         options.paths.julato.display(),
         serve_flags(&options).join(" ")
     );
-    let client =
-        reqwest::Client::builder().no_proxy().timeout(REQUEST_TIMEOUT).tcp_nodelay(true).build()?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(BULK_REQUEST_TIMEOUT)
+        .tcp_nodelay(true)
+        .build()?;
     let component = std::fs::read(&options.counter)
         .with_context(|| format!("reading {}", options.counter.display()))?;
 

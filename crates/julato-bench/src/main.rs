@@ -34,6 +34,15 @@ use serde_json::{Value, json};
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for one answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for one answer of the suite and history modes, whose bulk
+/// requests of many events take a while.
+const BULK_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bulk requests in flight, so the server parses one while its shards apply
+/// the other.
+const BULK_IN_FLIGHT: usize = 2;
+/// Most events the server takes in one bulk request (`MAX_BULK_EVENTS` of
+/// `julato-server`).
+const MAX_BULK_EVENTS: u64 = 100_000;
 
 /// Benchmarks of Julato, each figure beside a baseline measured in the same run.
 #[derive(Debug, Parser)]

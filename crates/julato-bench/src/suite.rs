@@ -40,15 +40,8 @@ use serde_json::{Value, json};
 use crate::flights::{self, Event};
 use crate::history::{self, Api, grouped, load_average};
 use crate::peers;
-use crate::{Server, workspace_root};
+use crate::{BULK_IN_FLIGHT, BULK_REQUEST_TIMEOUT, MAX_BULK_EVENTS, Server, workspace_root};
 
-/// Longest wait for one answer; a bulk request of 100,000 events takes a while.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
-/// Bulk requests in flight, so the server parses one while its shards apply
-/// the other.
-const BULK_IN_FLIGHT: usize = 2;
-/// Most events in one bulk request (the server's limit).
-const MAX_BULK_EVENTS: usize = 100_000;
 /// Events of the process that is evicted and rehydrated.
 const REHYDRATE_EVENTS: u64 = 10_000;
 
@@ -79,7 +72,7 @@ pub(crate) struct Options {
     #[arg(long, default_value_t = 30_000, value_parser = crate::positive)]
     peer_events: usize,
     /// Events per bulk request and per batched INSERT (at most the server's 100,000).
-    #[arg(long, default_value_t = MAX_BULK_EVENTS, value_parser = crate::positive)]
+    #[arg(long, default_value_t = MAX_BULK_EVENTS as usize, value_parser = crate::positive)]
     batch: usize,
     /// Measured handler invocations.
     #[arg(long, default_value_t = 20_000, value_parser = crate::positive)]
@@ -94,7 +87,7 @@ pub(crate) struct Options {
 
 /// Runs the suite.
 pub(crate) fn main(options: Options) -> anyhow::Result<()> {
-    ensure!(options.batch <= MAX_BULK_EVENTS, "--batch is at most {MAX_BULK_EVENTS}");
+    ensure!(options.batch as u64 <= MAX_BULK_EVENTS, "--batch is at most {MAX_BULK_EVENTS}");
     crate::require_files(&[
         ("julato binary", &options.paths.julato),
         ("component", &options.functions.join("counter.wasm")),
@@ -654,7 +647,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     // Julato over HTTP.
     let client = reqwest::Client::builder()
         .no_proxy()
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(BULK_REQUEST_TIMEOUT)
         .pool_max_idle_per_host(options.connections)
         .tcp_nodelay(true)
         .build()?;
