@@ -32,7 +32,7 @@ for _ in $(seq 1 300); do
 done
 if ! $up; then echo "the server did not come up at $JULATO_URL" >&2; exit 1; fi
 
-for f in counter planes account; do
+for f in counter planes account airports; do
   "$julato" deploy "$f" "target/functions/$f.wasm"
 done
 "$julato" send counter/hello Say '{"text": "hello"}'
@@ -46,6 +46,7 @@ Julato is serving at $JULATO_URL (data in $data). Try, in another terminal:
   $julato state planes/N14228                   # one plane after January
   $julato history planes/N14228 --limit 5       # the events that built it
   $julato state planes/N14228 --version 1       # the same plane after its first flight
+  $julato state airports/EWR                    # departures and arrivals, fed by planes' emitted events
   $julato checkpoint                            # a consistent cut of every process
   $julato processes planes --limit 10           # planes seen so far
   $julato send counter/hello Say '{"text": "again"}'

@@ -4,24 +4,27 @@
 //! the global log, now or as of an earlier point. It takes checkpoints and
 //! restores the whole system to an earlier point.
 
+pub mod graph;
 mod recovery;
+pub mod transactions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use julato_core::{
-    AsOf, AsOfError, Branch, CausalToken, Checkpoint, Clock, DeployedVersion, EventRecord,
-    EventTime, FunctionInfo, FunctionName, InvalidName, ProcessHead, ProcessId, ProcessKey, Seq,
-    Sequencer, SnapshotPolicy, SystemClock, Timeline, Version, VersionIndex,
+    AsOf, AsOfError, Branch, CausalToken, Checkpoint, Clock, DeadLetter, DeployedVersion,
+    EventRecord, EventTime, FunctionInfo, FunctionName, InvalidName, LOCAL_PARTITION, Origin,
+    ProcessHead, ProcessId, ProcessKey, Seq, Sequencer, SnapshotPolicy, SystemClock, Timeline,
+    Version, VersionIndex,
 };
 use julato_executor::{Executor, Limits};
-use julato_manager::{Catalog, ManagerConfig, Managers, Replayer};
+use julato_manager::{Catalog, Deliverer, ManagerConfig, Managers, Replayer};
 use julato_store::Store;
 use parking_lot::{Mutex, RwLock};
 
 pub use julato_manager::catalog::DeployError;
-pub use julato_manager::{Applied, SendError, SendRequest, ShardStats};
+pub use julato_manager::{Applied, Committed, SendError, SendRequest, ShardStats};
 pub use recovery::{RestoreReport, RestoreTarget};
 
 /// How the coordinator is set up.
@@ -45,6 +48,10 @@ pub struct Config {
     pub idle_eviction: Option<Duration>,
     /// Bytes of hot state all shards may hold before evicting the least recently used.
     pub memory_budget: usize,
+    /// Most emits between a client's event and a delivered one.
+    pub max_hops: u32,
+    /// An interactive transaction idle this long rolls back.
+    pub transaction_timeout: Duration,
 }
 
 impl Config {
@@ -61,6 +68,8 @@ impl Config {
             snapshots: SnapshotPolicy::default(),
             idle_eviction: Some(Duration::from_secs(300)),
             memory_budget: 512 << 20,
+            max_hops: 32,
+            transaction_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -90,6 +99,19 @@ pub enum Error {
     TimeNotSettled(EventTime, Duration),
     #[error("causal token {0} is not covered after waiting {1:?}")]
     TokenNotReached(CausalToken, Duration),
+    #[error("causal token {0} names log partition {1}, which this node does not hold")]
+    TokenPartition(CausalToken, u32),
+    #[error("{}", match .index {
+        Some(index) => format!("event {index} of the transaction failed, nothing was committed: {}", .source),
+        None => format!("the transaction failed, nothing was committed: {}", .source),
+    })]
+    Transaction { index: Option<usize>, source: SendError },
+    #[error("a transaction holds at most {limit} events, not {count}")]
+    TooManyEvents { count: usize, limit: usize },
+    #[error("no open transaction `{0}` (it may have been committed, rolled back or timed out)")]
+    UnknownTransaction(String),
+    #[error("no dead letter {0}")]
+    UnknownDeadLetter(Origin),
     #[error(transparent)]
     Store(#[from] julato_store::Error),
     #[error(transparent)]
@@ -100,18 +122,7 @@ impl Error {
     /// The stable code clients match on.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Send(e) => match e {
-                SendError::UnknownFunction(_) => "function_not_found",
-                SendError::Rejected(r) => r.code(),
-                SendError::Conflict(_) => "version_conflict",
-                SendError::IdempotencyKeyReused(_) => "idempotency_key_reused",
-                SendError::Storage(_) => "storage_failed",
-                SendError::Component(_) => "component_unavailable",
-                SendError::Overloaded => "overloaded",
-                SendError::ShuttingDown => "shutting_down",
-                SendError::InvalidName(_) => "invalid_name",
-                SendError::ReplayFailed { .. } => "replay_failed",
-            },
+            Error::Send(e) | Error::Transaction { source: e, .. } => e.code(),
             Error::Deploy(e) => match e {
                 DeployError::Component(julato_executor::Error::InvalidComponent(_)) => {
                     "invalid_component"
@@ -135,6 +146,10 @@ impl Error {
             Error::UnknownBranch(_) => "branch_not_found",
             Error::RestorePointOutOfRange { .. } => "restore_point_out_of_range",
             Error::TokenNotReached(..) => "token_not_reached",
+            Error::TokenPartition(..) => "token_partition_unknown",
+            Error::TooManyEvents { .. } => "too_many_events",
+            Error::UnknownTransaction(_) => "transaction_not_found",
+            Error::UnknownDeadLetter(_) => "dead_letter_not_found",
             Error::TimeNotSettled(..) => "time_not_settled",
             Error::Store(_) => "storage_failed",
             Error::Executor(_) => "internal",
@@ -175,6 +190,9 @@ pub struct Coordinator {
     checkpointing: Mutex<()>,
     /// One restore at a time.
     restoring: tokio::sync::Mutex<()>,
+    deliverer: Deliverer,
+    sessions: transactions::Sessions,
+    transaction_timeout: Duration,
 }
 
 /// The live version index of one process, for resolving points.
@@ -228,6 +246,7 @@ impl Coordinator {
                 snapshots: config.snapshots,
                 idle_eviction: config.idle_eviction,
                 memory_budget: config.memory_budget,
+                max_hops: config.max_hops,
             },
             store.clone(),
             catalog.clone(),
@@ -244,6 +263,7 @@ impl Coordinator {
         );
         let coordinator = Self {
             replayer: Replayer::new(store.clone(), catalog.clone()),
+            deliverer: Deliverer::start(managers.clone(), store.clone()),
             store,
             catalog,
             managers,
@@ -252,6 +272,8 @@ impl Coordinator {
             timeline: RwLock::new(timeline),
             checkpointing: Mutex::new(()),
             restoring: tokio::sync::Mutex::new(()),
+            sessions: transactions::Sessions::default(),
+            transaction_timeout: config.transaction_timeout,
         };
         coordinator.warm_after(newest_checkpoint.map_or(Seq(0), |c| c.seq), last_seq);
         Ok(coordinator)
@@ -285,18 +307,23 @@ impl Coordinator {
 
     /// The token covering everything committed so far.
     pub fn token(&self) -> CausalToken {
-        CausalToken { seq: self.managers.sequencer().watermark() }
+        CausalToken::at(self.managers.sequencer().watermark())
     }
 
     /// Waits until everything `token` covers is visible.
     ///
     /// # Errors
-    /// [`Error::TokenNotReached`] when that takes longer than the configured wait.
-    pub async fn observe(&self, token: CausalToken) -> Result<(), Error> {
+    /// [`Error::TokenNotReached`] when that takes longer than the configured
+    /// wait; [`Error::TokenPartition`] when the token names a log partition
+    /// this node does not hold (the embedded store holds partition 0 only).
+    pub async fn observe(&self, token: &CausalToken) -> Result<(), Error> {
+        if let Some((partition, _)) = token.positions().find(|(p, _)| *p != LOCAL_PARTITION) {
+            return Err(Error::TokenPartition(token.clone(), partition));
+        }
         let deadline = tokio::time::Instant::now() + self.token_wait;
-        while self.managers.sequencer().watermark() < token.seq {
+        while self.managers.sequencer().watermark() < token.seq() {
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::TokenNotReached(token, self.token_wait));
+                return Err(Error::TokenNotReached(token.clone(), self.token_wait));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -529,8 +556,55 @@ impl Coordinator {
         self.managers.stats()
     }
 
+    /// Emitted events their target refused, or the hop limit stopped, after
+    /// `after` (exclusive), oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Store`] on a read failure.
+    pub fn dead_letters(
+        &self,
+        after: Option<Origin>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, Error> {
+        Ok(self.store.dead_letters(after, limit)?)
+    }
+
+    /// Puts a dead letter back in the outbox, to be delivered again (past the
+    /// hop limit, if that stopped it); answers the entry re-driven.
+    ///
+    /// # Errors
+    /// [`Error::UnknownDeadLetter`], or [`Error::Store`] when it cannot be written.
+    pub fn redrive(&self, origin: Origin) -> Result<DeadLetter, Error> {
+        let _one_at_a_time = self.checkpointing.lock();
+        let letter = self.store.dead_letter(origin)?.ok_or(Error::UnknownDeadLetter(origin))?;
+        let commit = julato_store::Commit {
+            redriven: vec![origin],
+            outbox: vec![julato_manager::outbox::redriven(letter.clone())],
+            ..Default::default()
+        };
+        self.store.append(commit)?;
+        let counters = self.managers.delivery();
+        counters.pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.deliverer.rewind(origin);
+        Ok(letter)
+    }
+
+    /// Emitted events waiting for delivery, delivered so far, and dead-lettered so far.
+    pub fn delivery_stats(&self) -> (i64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = self.managers.delivery();
+        (c.pending.load(Relaxed).max(0), c.delivered.load(Relaxed), c.dead_lettered.load(Relaxed))
+    }
+
     /// Number of fsyncs and of commits so far.
     pub fn commit_stats(&self) -> (u64, u64) {
         self.store.commit_stats()
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        // The deliverer holds the shards' queues; let it go so they can stop.
+        self.deliverer.stop();
     }
 }

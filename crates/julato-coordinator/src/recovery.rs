@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use julato_core::{
-    Branch, Checkpoint, EventTime, FunctionVersion, ProcessHead, ProcessId, Seq, Snapshot, Version,
+    Branch, Checkpoint, EventTime, FunctionVersion, Origin, OutboxEntry, ProcessHead, ProcessId,
+    Seq, Snapshot, Version,
 };
 use julato_store::{Commit, Restore};
 use serde::Serialize;
@@ -281,6 +282,22 @@ impl Coordinator {
             if let Some(key) = &record.idempotency_key {
                 restore.released_keys.push((process.clone(), key.clone()));
             }
+            // What an archived event emitted will not be delivered; what an
+            // archived delivery brought whose cause stays must be delivered again.
+            for index in 0..record.emitted.len() {
+                restore.dropped_outbox.push(Origin { seq: record.seq, index: index as u32 });
+            }
+            if let Some(origin) = record.origin.filter(|o| o.seq <= point) {
+                restore.restored_outbox.push(OutboxEntry {
+                    origin,
+                    function: record.function.as_str().to_owned(),
+                    key: record.key.as_str().to_owned(),
+                    event_type: record.event_type.clone(),
+                    payload: record.payload.clone(),
+                    hops: record.hops,
+                    redriven: false,
+                });
+            }
             touched.entry(process).or_insert(record.version);
         })?;
         if restore.archived.is_empty() {
@@ -337,6 +354,10 @@ impl Coordinator {
         timeline.push(branch.clone());
         // Still under the timeline lock, so no reader sees a state that went back.
         paused.forget_residents();
+        let pending = self.store.outbox_len()?;
+        let delivery = self.managers.delivery();
+        delivery.pending.store(pending as i64, std::sync::atomic::Ordering::Relaxed);
+        self.deliverer.rewind(Origin { seq: Seq(0), index: 0 });
         tracing::info!(
             branch = branch.id,
             restored_to = point.0,

@@ -99,13 +99,8 @@ fn close(coordinator: Arc<Coordinator>) {
 }
 
 fn say_request(key: &str, text: &str) -> SendRequest {
-    SendRequest {
-        process: process(key),
-        event_type: "Say".into(),
-        payload: Payload::Json(serde_json::json!({ "text": text }).to_string()),
-        idempotency_key: None,
-        expected_version: None,
-    }
+    let payload = Payload::Json(serde_json::json!({ "text": text }).to_string());
+    SendRequest::new(process(key), "Say", payload)
 }
 
 fn say(rt: &tokio::runtime::Runtime, coordinator: &Coordinator, key: &str, text: &str) -> Applied {

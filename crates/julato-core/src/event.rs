@@ -37,6 +37,75 @@ pub struct EmittedEvent {
     pub payload: Payload,
 }
 
+/// Why one event depends on another: the edges of the causal dependency graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum CauseKind {
+    /// The previous event of the same process (program order of the process).
+    Process,
+    /// The event whose handler emitted this one.
+    Emit,
+    /// The newest event covered by the causal token the client presented.
+    Token,
+    /// The previous event of the same transaction (the client's program order).
+    Transaction,
+}
+
+impl CauseKind {
+    /// The stable name used on the wire and in graphs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CauseKind::Process => "process",
+            CauseKind::Emit => "emit",
+            CauseKind::Token => "token",
+            CauseKind::Transaction => "transaction",
+        }
+    }
+}
+
+/// One direct cause of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Cause {
+    pub seq: Seq,
+    pub kind: CauseKind,
+}
+
+impl Cause {
+    /// Adds a cause unless an event before the log's start (`Seq(0)`) or one
+    /// already listed; the first kind named for a seq wins.
+    pub fn push(causes: &mut Vec<Cause>, seq: Seq, kind: CauseKind) {
+        if seq.0 > 0 && !causes.iter().any(|c| c.seq == seq) {
+            causes.push(Cause { seq, kind });
+        }
+    }
+}
+
+/// Where an emitted event came from: the emitting event and its position among
+/// that event's emits. Also the identity of the delivery, so it happens once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Origin {
+    pub seq: Seq,
+    pub index: u32,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.seq.0, self.index)
+    }
+}
+
+impl std::str::FromStr for Origin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not an emitted event's id (SEQ.INDEX)");
+        let (seq, index) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Origin {
+            seq: Seq(seq.parse().map_err(|_| bad())?),
+            index: index.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 /// One accepted event, exactly as the log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord {
@@ -51,8 +120,14 @@ pub struct EventRecord {
     /// Version of the function that handled this event; replay uses the same one.
     pub function_version: FunctionVersion,
     pub idempotency_key: Option<String>,
-    /// Events this one directly depends on.
-    pub causes: Vec<Seq>,
+    /// Events this one directly depends on, and why.
+    pub causes: Vec<Cause>,
+    /// The transaction that committed this event: the seq of its first event.
+    pub transaction: Option<Seq>,
+    /// For an emitted event, the event that emitted it.
+    pub origin: Option<Origin>,
+    /// How many emits lie between this event and one a client sent (0 for that).
+    pub hops: u32,
     /// The handler's reply, as JSON text.
     pub reply: Option<String>,
     /// Events the handler emitted, in emission order.

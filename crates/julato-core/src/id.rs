@@ -145,6 +145,14 @@ pub struct ProcessId {
 }
 
 impl ProcessId {
+    /// Checks both names.
+    ///
+    /// # Errors
+    /// [`InvalidName`] when the function name or the key is not allowed.
+    pub fn parse(function: &str, key: &str) -> Result<Self, InvalidName> {
+        Ok(Self::new(FunctionName::new(function)?, ProcessKey::new(key)?))
+    }
+
     pub fn new(function: FunctionName, key: ProcessKey) -> Self {
         Self { function, key }
     }

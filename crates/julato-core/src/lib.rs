@@ -3,6 +3,7 @@
 //! every rule is tested with plain values.
 
 pub mod clock;
+pub mod delivery;
 pub mod event;
 pub mod function;
 pub mod history;
@@ -12,8 +13,10 @@ pub mod timeline;
 pub mod token;
 
 pub use clock::{Clock, EventTime, MonotonicClock, SystemClock};
+pub use delivery::{DeadLetter, OutboxEntry};
 pub use event::{
-    EmittedEvent, EventRecord, Payload, ProcessHead, VersionConflict, check_expected_version,
+    Cause, CauseKind, EmittedEvent, EventRecord, Origin, Payload, ProcessHead, VersionConflict,
+    check_expected_version,
 };
 pub use function::{DeployedVersion, FunctionInfo};
 pub use history::{
@@ -22,4 +25,4 @@ pub use history::{
 pub use id::{FunctionName, FunctionVersion, InvalidName, ProcessId, ProcessKey, Seq, Version};
 pub use sequence::{Allocation, Sequencer};
 pub use timeline::{Branch, Checkpoint, Timeline};
-pub use token::CausalToken;
+pub use token::{CausalToken, LOCAL_PARTITION};

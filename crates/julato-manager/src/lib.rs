@@ -4,12 +4,17 @@
 //! each batch of accepted events to the store as one group-committed write.
 
 pub mod catalog;
+pub mod outbox;
 pub mod replay;
 mod shard;
 
 pub use catalog::Catalog;
+pub use outbox::Deliverer;
 pub use replay::Replayer;
-pub use shard::{Applied, ManagerConfig, Managers, Paused, SendRequest, ShardStats};
+pub use shard::{
+    Applied, Committed, DeliveryCounters, ManagerConfig, Managers, Paused, SendRequest, ShardStats,
+    TransactionFailed,
+};
 
 use julato_core::{FunctionName, InvalidName, VersionConflict};
 use julato_executor::Rejection;
@@ -37,4 +42,31 @@ pub enum SendError {
     ShuttingDown,
     #[error(transparent)]
     InvalidName(#[from] InvalidName),
+    #[error("emitted event {0} was already delivered")]
+    AlreadyDelivered(String),
+}
+
+impl SendError {
+    /// Whether trying again later may succeed: the event was not judged, only
+    /// not taken (a full queue, a shutdown, a storage failure).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SendError::Overloaded | SendError::ShuttingDown | SendError::Storage(_))
+    }
+
+    /// The stable code of this error, as the API and dead letters name it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SendError::UnknownFunction(_) => "function_not_found",
+            SendError::Rejected(rejection) => rejection.code(),
+            SendError::Conflict(_) => "version_conflict",
+            SendError::Storage(_) => "storage_failed",
+            SendError::Component(_) => "component_unavailable",
+            SendError::IdempotencyKeyReused(_) => "idempotency_key_reused",
+            SendError::Overloaded => "overloaded",
+            SendError::ReplayFailed { .. } => "replay_failed",
+            SendError::ShuttingDown => "shutting_down",
+            SendError::InvalidName(_) => "invalid_name",
+            SendError::AlreadyDelivered(_) => "already_delivered",
+        }
+    }
 }

@@ -10,22 +10,23 @@
 //! are snapshotted and evicted; the next event or read rebuilds them from
 //! their newest snapshot and the events after it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use julato_core::{
-    EventRecord, EventTime, FunctionVersion, Payload, ProcessHead, ProcessId, Seq, Sequencer,
-    Snapshot, SnapshotPolicy, Version, check_expected_version,
+    Cause, CauseKind, DeadLetter, EventRecord, EventTime, FunctionVersion, Origin, OutboxEntry,
+    Payload, ProcessHead, ProcessId, Seq, Sequencer, Snapshot, SnapshotPolicy, Version,
+    check_expected_version,
 };
 use julato_executor::HandlerContext;
 use julato_store::{Commit, Store};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::replay::Replayer;
 use crate::{Catalog, SendError};
@@ -45,6 +46,49 @@ pub struct SendRequest {
     pub payload: Payload,
     pub idempotency_key: Option<String>,
     pub expected_version: Option<Version>,
+    /// The newest event of the causal token the client presented, recorded as a cause.
+    pub after: Option<Seq>,
+    /// Set when this event delivers an emitted one: the outbox entry it consumes.
+    pub delivery: Option<OutboxEntry>,
+}
+
+impl SendRequest {
+    /// A plain client event: no idempotency key, expected version or token.
+    pub fn new(process: ProcessId, event_type: impl Into<String>, payload: Payload) -> Self {
+        Self {
+            process,
+            event_type: event_type.into(),
+            payload,
+            idempotency_key: None,
+            expected_version: None,
+            after: None,
+            delivery: None,
+        }
+    }
+}
+
+/// A transaction that was not committed: which event failed and why. Nothing of
+/// the transaction is stored.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", match .index {
+    Some(index) => format!("event {index} of the transaction failed: {}", .error),
+    None => format!("the transaction failed: {}", .error),
+})]
+pub struct TransactionFailed {
+    /// Position of the failing event in the request; `None` when the whole
+    /// transaction failed (a storage error, a shutdown).
+    pub index: Option<usize>,
+    pub error: SendError,
+}
+
+/// The answer to a committed transaction.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The transaction's id: the seq of its first event (`None` when every
+    /// event was a retry answered from its idempotency key, so nothing new was written).
+    pub transaction: Option<Seq>,
+    /// One answer per event, in request order, with the process it went to.
+    pub events: Vec<(ProcessId, Applied)>,
 }
 
 /// The answer to an accepted event. A retry with the same idempotency key gets
@@ -100,6 +144,9 @@ pub struct ManagerConfig {
     /// Bytes of resident state all shards together may hold before the least
     /// recently used processes are evicted.
     pub memory_budget: usize,
+    /// Most emits between a client's event and a delivered one; an emit past
+    /// it becomes a dead letter, so runaway chains stop.
+    pub max_hops: u32,
 }
 
 impl Default for ManagerConfig {
@@ -110,6 +157,7 @@ impl Default for ManagerConfig {
             snapshots: SnapshotPolicy::default(),
             idle_eviction: Some(Duration::from_secs(300)),
             memory_budget: 512 << 20,
+            max_hops: 32,
         }
     }
 }
@@ -132,10 +180,19 @@ enum Command {
     Warm {
         processes: Vec<ProcessId>,
     },
-    /// Stop between batches until told to go on.
+    /// Stop between batches and take orders until the sender is dropped.
     Pause {
         paused: oneshot::Sender<()>,
-        resume: std::sync::mpsc::Receiver<()>,
+        orders: std::sync::mpsc::Receiver<Order>,
+    },
+}
+
+/// What a paused shard may be told to do before it goes on.
+enum Order {
+    /// Apply a transaction while every shard it touches is paused.
+    Transact {
+        requests: Vec<SendRequest>,
+        respond: oneshot::Sender<Result<Committed, TransactionFailed>>,
     },
 }
 
@@ -154,6 +211,15 @@ pub struct ShardStats {
     pub evicted: u64,
     pub rehydrated: u64,
     pub replayed: u64,
+}
+
+/// Counters of emitted events on their way, shared by the shards and the deliverer.
+#[derive(Debug, Default)]
+pub struct DeliveryCounters {
+    /// Entries in the outbox.
+    pub pending: std::sync::atomic::AtomicI64,
+    pub delivered: AtomicU64,
+    pub dead_lettered: AtomicU64,
 }
 
 #[derive(Default)]
@@ -187,42 +253,53 @@ impl Resident {
 
 type Residents = Arc<RwLock<HashMap<ProcessId, Resident>>>;
 
+/// What every shard may see of each other: resident states and counters. A
+/// transaction applied by one shard installs the states of processes other
+/// (paused) shards own.
+struct Peer {
+    residents: Residents,
+    counters: Arc<Counters>,
+}
+
+type Peers = Arc<Vec<Peer>>;
+
+/// The shard that owns a process, out of `count`.
+fn shard_index(process: &ProcessId, count: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    process.hash(&mut hasher);
+    (hasher.finish() % count as u64) as usize
+}
+
 struct ShardHandle {
     queue: mpsc::Sender<Command>,
-    counters: Arc<Counters>,
-    residents: Residents,
 }
 
 /// Handle to every shard; cheap to clone.
 #[derive(Clone)]
 pub struct Managers {
     shards: Arc<Vec<ShardHandle>>,
+    peers: Peers,
     sequencer: Sequencer,
     started: Instant,
+    outbox_ready: Arc<Notify>,
+    delivery: Arc<DeliveryCounters>,
 }
 
-/// Every shard stopped between batches; dropping this lets them go on.
+/// Some or all shards stopped between batches; dropping this lets them go on.
 pub struct Paused {
-    resume: Vec<std::sync::mpsc::Sender<()>>,
+    /// Order channels of the paused shards, by shard index.
+    orders: Vec<(usize, std::sync::mpsc::Sender<Order>)>,
     managers: Managers,
 }
 
 impl Paused {
     /// Forgets every resident state, so each process is rebuilt from the store
-    /// on its next event or read. Only sound while paused.
+    /// on its next event or read. Only sound while every shard is paused.
     pub fn forget_residents(&self) {
-        for shard in self.managers.shards.iter() {
-            shard.residents.write().clear();
-            shard.counters.resident.store(0, Ordering::Relaxed);
-            shard.counters.resident_bytes.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        for resume in self.resume.drain(..) {
-            let _ = resume.send(());
+        for peer in self.managers.peers.iter() {
+            peer.residents.write().clear();
+            peer.counters.resident.store(0, Ordering::Relaxed);
+            peer.counters.resident_bytes.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -238,31 +315,46 @@ impl Managers {
         let started = Instant::now();
         let count = config.shards.max(1);
         let replayer = Replayer::new(store.clone(), catalog.clone());
+        let outbox_ready = Arc::new(Notify::new());
+        let delivery = Arc::new(DeliveryCounters::default());
+        let pending = store.outbox_len().unwrap_or_else(|error| {
+            tracing::warn!(error = %error, "cannot count the outbox");
+            0
+        });
+        delivery.pending.store(pending as i64, Ordering::Relaxed);
+        let peers: Peers = Arc::new(
+            (0..count)
+                .map(|_| Peer { residents: Arc::default(), counters: Arc::default() })
+                .collect(),
+        );
         let shards: Vec<ShardHandle> = (0..count)
             .map(|index| {
                 let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-                let counters = Arc::new(Counters::default());
-                let residents: Residents = Arc::default();
                 let mut shard = Shard {
                     index,
                     store: store.clone(),
                     catalog: catalog.clone(),
                     replayer: replayer.clone(),
                     sequencer: sequencer.clone(),
-                    residents: residents.clone(),
-                    counters: counters.clone(),
+                    residents: peers[index].residents.clone(),
+                    counters: peers[index].counters.clone(),
+                    peers: peers.clone(),
                     snapshots: config.snapshots,
                     budget: config.memory_budget / count,
+                    max_hops: config.max_hops,
+                    outbox_ready: outbox_ready.clone(),
+                    delivery: delivery.clone(),
                     started,
                 };
                 std::thread::Builder::new()
                     .name(format!("julato-shard-{index}"))
                     .spawn(move || shard.run(rx))
                     .expect("spawning a shard thread");
-                ShardHandle { queue: tx, counters, residents }
+                ShardHandle { queue: tx }
             })
             .collect();
-        let managers = Self { shards: Arc::new(shards), sequencer, started };
+        let managers =
+            Self { shards: Arc::new(shards), peers, sequencer, started, outbox_ready, delivery };
         if let Some(idle) = config.idle_eviction {
             managers.start_eviction_timer(idle);
         }
@@ -300,16 +392,24 @@ impl Managers {
         &self.sequencer
     }
 
+    /// Woken whenever a commit adds to the outbox; the deliverer waits on it.
+    pub fn outbox_ready(&self) -> Arc<Notify> {
+        self.outbox_ready.clone()
+    }
+
+    /// Counters of emitted events: pending, delivered, dead-lettered.
+    pub fn delivery(&self) -> &Arc<DeliveryCounters> {
+        &self.delivery
+    }
+
     fn shard_of(&self, process: &ProcessId) -> usize {
-        let mut hasher = DefaultHasher::new();
-        process.hash(&mut hasher);
-        (hasher.finish() % self.shards.len() as u64) as usize
+        shard_index(process, self.shards.len())
     }
 
     /// The committed head and state of a process, if it is resident.
     pub fn resident(&self, process: &ProcessId) -> Option<(ProcessHead, String)> {
-        let shard = &self.shards[self.shard_of(process)];
-        let residents = shard.residents.read();
+        let peer = &self.peers[self.shard_of(process)];
+        let residents = peer.residents.read();
         let resident = residents.get(process)?;
         resident.last_used.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         Some((resident.head.clone(), resident.state.clone()))
@@ -415,23 +515,60 @@ impl Managers {
     /// # Errors
     /// [`SendError::ShuttingDown`] when a shard is gone.
     pub async fn pause(&self) -> Result<Paused, SendError> {
-        let mut paused = Paused { resume: Vec::new(), managers: self.clone() };
-        let mut acks = Vec::new();
-        for shard in self.shards.iter() {
+        self.pause_shards((0..self.shards.len()).collect()).await
+    }
+
+    /// Pauses the given shards, one at a time in ascending order and each
+    /// before the next: every pauser takes shards in the same order, so two
+    /// of them never wait on each other (no deadlock).
+    async fn pause_shards(&self, mut shards: Vec<usize>) -> Result<Paused, SendError> {
+        shards.sort_unstable();
+        shards.dedup();
+        let mut paused = Paused { orders: Vec::new(), managers: self.clone() };
+        for index in shards {
             let (ack, acked) = oneshot::channel();
-            let (resume, wait) = std::sync::mpsc::channel();
-            shard
+            let (orders, wait) = std::sync::mpsc::channel();
+            self.shards[index]
                 .queue
-                .send(Command::Pause { paused: ack, resume: wait })
+                .send(Command::Pause { paused: ack, orders: wait })
                 .await
                 .map_err(|_| SendError::ShuttingDown)?;
-            paused.resume.push(resume);
-            acks.push(acked);
-        }
-        for acked in acks {
+            paused.orders.push((index, orders));
             acked.await.map_err(|_| SendError::ShuttingDown)?;
         }
         Ok(paused)
+    }
+
+    /// Applies several events, to any processes, as one transaction: in the
+    /// given order, each seeing the effects of those before it, committed in
+    /// one atomic write or not at all.
+    ///
+    /// Every shard owning a process of the transaction is paused (in shard
+    /// order, so transactions never deadlock), so nothing else touches those
+    /// processes until the commit is durable; the lowest of them applies it.
+    ///
+    /// # Errors
+    /// [`TransactionFailed`] naming the event that failed; then nothing of
+    /// the transaction is stored, and states, versions, idempotency keys and
+    /// emitted events are as before.
+    pub async fn transact(
+        &self,
+        requests: Vec<SendRequest>,
+    ) -> Result<Committed, TransactionFailed> {
+        let whole = |error| TransactionFailed { index: None, error };
+        if requests.is_empty() {
+            return Ok(Committed { transaction: None, events: Vec::new() });
+        }
+        let shards: Vec<usize> = requests.iter().map(|r| self.shard_of(&r.process)).collect();
+        let paused = self.pause_shards(shards).await.map_err(whole)?;
+        let (respond, answer) = oneshot::channel();
+        let (_, leader) = &paused.orders[0];
+        leader
+            .send(Order::Transact { requests, respond })
+            .map_err(|_| whole(SendError::ShuttingDown))?;
+        let result = answer.await.map_err(|_| whole(SendError::ShuttingDown))?;
+        drop(paused);
+        result
     }
 
     /// Counters of every shard.
@@ -440,7 +577,7 @@ impl Managers {
             .iter()
             .enumerate()
             .map(|(shard, handle)| {
-                let c = &handle.counters;
+                let c = &self.peers[shard].counters;
                 let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
                 ShardStats {
                     shard,
@@ -477,9 +614,15 @@ struct Shard {
     /// Committed states of the hot processes this shard owns.
     residents: Residents,
     counters: Arc<Counters>,
+    /// Every shard's residents and counters, this one's included, by index.
+    peers: Peers,
     snapshots: SnapshotPolicy,
     /// Bytes of resident state this shard may hold.
     budget: usize,
+    max_hops: u32,
+    /// Told after every commit that added to the outbox.
+    outbox_ready: Arc<Notify>,
+    delivery: Arc<DeliveryCounters>,
     started: Instant,
 }
 
@@ -495,6 +638,11 @@ struct InFlight {
     pending: julato_store::Pending,
     working: HashMap<ProcessId, Working>,
     idempotent: HashMap<(ProcessId, String), Applied>,
+    delivered: HashSet<Origin>,
+    /// Entries the commit adds to the outbox.
+    emits: i64,
+    /// Dead letters the commit writes.
+    dead: u64,
     seqs: Vec<Seq>,
     answers: Vec<Vec<Answer>>,
     responders: Vec<Responder>,
@@ -511,6 +659,8 @@ struct Batch {
     working: HashMap<ProcessId, Working>,
     /// Answers given in this batch under an idempotency key, for retries inside it.
     idempotent: HashMap<(ProcessId, String), Applied>,
+    /// Emitted events this batch delivered (or dead-lettered).
+    delivered: HashSet<Origin>,
 }
 
 impl Shard {
@@ -587,10 +737,16 @@ impl Shard {
                     let _ = done.send(evicted);
                 }
             }
-            Command::Pause { paused, resume } => {
+            Command::Pause { paused, orders } => {
                 let _ = paused.send(());
-                // Blocks until resumed, or until the pauser is gone.
-                let _ = resume.recv();
+                // Takes orders until the pauser lets go.
+                while let Ok(order) = orders.recv() {
+                    match order {
+                        Order::Transact { requests, respond } => {
+                            let _ = respond.send(self.transact(requests));
+                        }
+                    }
+                }
             }
             Command::Warm { processes } => self.warm(processes),
             Command::One { .. } | Command::Many { .. } => unreachable!("not a control command"),
@@ -633,11 +789,16 @@ impl Shard {
             batch.commit.heads.push((process.clone(), working.head.clone()));
         }
         let snapshots = batch.commit.snapshots.len() as u64;
+        let emits = batch.commit.outbox.len() as i64;
+        let dead = batch.commit.dead_letters.len() as u64;
         let pending = self.store.submit(std::mem::take(&mut batch.commit));
         InFlight {
             pending,
             working: batch.working,
             idempotent: batch.idempotent,
+            delivered: batch.delivered,
+            emits,
+            dead,
             seqs: batch.seqs,
             answers,
             responders,
@@ -652,29 +813,23 @@ impl Shard {
     /// no batch built on a failed one is ever written.
     fn finish(&mut self, batch: InFlight) {
         let InFlight {
-            pending, working, seqs, mut answers, responders, accepted, snapshots, ..
+            pending,
+            working,
+            seqs,
+            mut answers,
+            responders,
+            accepted,
+            snapshots,
+            emits,
+            dead,
+            ..
         } = batch;
         let committed = pending.wait();
         match &committed {
             Ok(()) => {
                 self.counters.snapshots.fetch_add(snapshots, Ordering::Relaxed);
                 self.counters.applied.fetch_add(accepted.len() as u64, Ordering::Relaxed);
-                let now = self.now_ms();
-                let mut residents = self.residents.write();
-                let (mut added, mut removed) = (0, 0);
-                for (process, working) in working {
-                    let resident = Resident {
-                        head: working.head,
-                        state: working.state,
-                        snapshotted: working.snapshotted,
-                        last_used: AtomicU64::new(now),
-                    };
-                    added += resident.bytes();
-                    if let Some(old) = residents.insert(process, resident) {
-                        removed += old.bytes();
-                    }
-                }
-                self.count_residents(&residents, added, removed);
+                self.install(working);
             }
             Err(error) => {
                 tracing::error!(error = %error, "commit failed; the batch's events are not stored");
@@ -686,6 +841,12 @@ impl Shard {
         }
         if committed.is_ok() {
             self.sequencer.commit_all(seqs);
+            self.delivery.dead_lettered.fetch_add(dead, Ordering::Relaxed);
+            if emits > 0 {
+                self.delivery.pending.fetch_add(emits, Ordering::Relaxed);
+                // After the watermark moved, so the deliverer sees the entries.
+                self.outbox_ready.notify_one();
+            }
         } else {
             self.sequencer.settle_all(seqs);
         }
@@ -695,18 +856,45 @@ impl Shard {
         }
     }
 
-    /// Updates the resident counters after `added` bytes came in and `removed`
-    /// left, without walking the map.
+    /// Makes durable states visible to readers, each in the resident map of
+    /// the shard that owns its process.
+    fn install(&self, working: HashMap<ProcessId, Working>) {
+        let now = self.now_ms();
+        let mut by_shard: Vec<Vec<(ProcessId, Working)>> = Vec::new();
+        by_shard.resize_with(self.peers.len(), Vec::new);
+        for (process, w) in working {
+            by_shard[shard_index(&process, self.peers.len())].push((process, w));
+        }
+        for (peer, states) in self.peers.iter().zip(by_shard) {
+            if states.is_empty() {
+                continue;
+            }
+            let mut residents = peer.residents.write();
+            let (mut added, mut removed) = (0, 0);
+            for (process, w) in states {
+                let resident = Resident {
+                    head: w.head,
+                    state: w.state,
+                    snapshotted: w.snapshotted,
+                    last_used: AtomicU64::new(now),
+                };
+                added += resident.bytes();
+                if let Some(old) = residents.insert(process, resident) {
+                    removed += old.bytes();
+                }
+            }
+            count_residents(&peer.counters, &residents, added, removed);
+        }
+    }
+
+    /// Updates this shard's resident counters.
     fn count_residents(
         &self,
         residents: &HashMap<ProcessId, Resident>,
         added: usize,
         removed: usize,
     ) {
-        self.counters.resident.store(residents.len() as u64, Ordering::Relaxed);
-        let bytes = &self.counters.resident_bytes;
-        bytes.fetch_add(added as u64, Ordering::Relaxed);
-        bytes.fetch_sub(removed as u64, Ordering::Relaxed);
+        count_residents(&self.counters, residents, added, removed);
     }
 
     fn resident_bytes(&self) -> usize {
@@ -726,7 +914,8 @@ impl Shard {
         if let Some(w) = newer {
             return Ok(Some((w.head.clone(), w.state.clone(), w.snapshotted)));
         }
-        if let Some(r) = self.residents.read().get(process) {
+        let owner = &self.peers[shard_index(process, self.peers.len())];
+        if let Some(r) = owner.residents.read().get(process) {
             r.last_used.store(self.now_ms(), Ordering::Relaxed);
             return Ok(Some((r.head.clone(), r.state.clone(), r.snapshotted)));
         }
@@ -745,9 +934,113 @@ impl Shard {
         Ok(Some((head, rebuilt.state, snapshotted)))
     }
 
+    /// Applies one event to the batch. A delivery its target refuses for good
+    /// becomes a dead letter in the same commit that takes it out of the outbox.
     fn apply(
         &mut self,
+        mut request: SendRequest,
+        batch: &mut Batch,
+        in_flight: Option<&InFlight>,
+    ) -> Answer {
+        let Some(entry) = request.delivery.take() else {
+            return self.apply_event(request, None, batch, in_flight);
+        };
+        let origin = entry.origin;
+        let delivered_before = batch.delivered.contains(&origin)
+            || in_flight.is_some_and(|f| f.delivered.contains(&origin));
+        match self.store.in_outbox(origin) {
+            Ok(true) if !delivered_before => {}
+            Ok(_) => return Err(SendError::AlreadyDelivered(origin.to_string())),
+            Err(e) => return Err(SendError::Storage(e.to_string())),
+        }
+        let answer = self.apply_event(request, Some(&entry), batch, in_flight);
+        match &answer {
+            Ok(_) => {}
+            Err(error) if error.is_transient() => return answer,
+            Err(error) => {
+                tracing::info!(
+                    function = %entry.function, process = %entry.key, origin = %origin,
+                    code = error.code(), "emitted event refused by its target: dead letter"
+                );
+                let time = self.sequencer.last_time();
+                batch.commit.dead_letters.push(DeadLetter {
+                    entry,
+                    code: error.code().to_owned(),
+                    message: error.to_string(),
+                    time,
+                });
+            }
+        }
+        batch.commit.delivered.push(origin);
+        batch.delivered.insert(origin);
+        answer
+    }
+
+    /// Applies a transaction while every shard it touches is paused: a batch
+    /// of its own, committed alone and waited for, so the states it installs
+    /// in other shards' maps are durable before those shards go on.
+    fn transact(&mut self, requests: Vec<SendRequest>) -> Result<Committed, TransactionFailed> {
+        let mut batch = Batch::default();
+        let mut events = Vec::with_capacity(requests.len());
+        let mut previous: Option<Seq> = None;
+        let mut first: Option<Seq> = None;
+        for (index, request) in requests.into_iter().enumerate() {
+            let records = batch.commit.records.len();
+            let process = request.process.clone();
+            match self.apply(request, &mut batch, None) {
+                Ok(applied) => {
+                    if batch.commit.records.len() > records {
+                        let record = batch.commit.records.last_mut().expect("just pushed");
+                        if let Some(previous) = previous {
+                            Cause::push(&mut record.causes, previous, CauseKind::Transaction);
+                        }
+                        previous = Some(record.seq);
+                        first.get_or_insert(record.seq);
+                    }
+                    events.push((process, applied));
+                }
+                Err(error) => {
+                    self.sequencer.settle_all(batch.seqs.iter().copied());
+                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    return Err(TransactionFailed { index: Some(index), error });
+                }
+            }
+        }
+        for record in &mut batch.commit.records {
+            record.transaction = first;
+        }
+        for (process, working) in &batch.working {
+            batch.commit.heads.push((process.clone(), working.head.clone()));
+        }
+        let emits = batch.commit.outbox.len() as i64;
+        let dead = batch.commit.dead_letters.len() as u64;
+        let snapshots = batch.commit.snapshots.len() as u64;
+        let accepted = batch.seqs.len() as u64;
+        match self.store.append(batch.commit) {
+            Ok(()) => {
+                self.counters.snapshots.fetch_add(snapshots, Ordering::Relaxed);
+                self.counters.applied.fetch_add(accepted, Ordering::Relaxed);
+                self.install(batch.working);
+                self.sequencer.commit_all(batch.seqs);
+                self.delivery.dead_lettered.fetch_add(dead, Ordering::Relaxed);
+                if emits > 0 {
+                    self.delivery.pending.fetch_add(emits, Ordering::Relaxed);
+                    self.outbox_ready.notify_one();
+                }
+                Ok(Committed { transaction: first, events })
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "transaction commit failed; nothing of it is stored");
+                self.sequencer.settle_all(batch.seqs);
+                Err(TransactionFailed { index: None, error: SendError::Storage(error.to_string()) })
+            }
+        }
+    }
+
+    fn apply_event(
+        &mut self,
         request: SendRequest,
+        delivery: Option<&OutboxEntry>,
         batch: &mut Batch,
         in_flight: Option<&InFlight>,
     ) -> Answer {
@@ -809,6 +1102,47 @@ impl Shard {
                 }
             };
 
+        let hops = delivery.map_or(0, |d| d.hops);
+        let mut causes = Vec::new();
+        Cause::push(&mut causes, current.last_seq, CauseKind::Process);
+        if let Some(entry) = delivery {
+            Cause::push(&mut causes, entry.origin.seq, CauseKind::Emit);
+        }
+        if let Some(after) = request.after.filter(|after| *after < allocation.seq) {
+            Cause::push(&mut causes, after, CauseKind::Token);
+        }
+        let mut emitted = Vec::with_capacity(outcome.emits.len());
+        for (index, e) in outcome.emits.into_iter().enumerate() {
+            let entry = OutboxEntry {
+                origin: Origin { seq: allocation.seq, index: index as u32 },
+                function: e.function,
+                key: e.key,
+                event_type: e.event_type,
+                payload: e.payload,
+                hops: hops + 1,
+                redriven: false,
+            };
+            emitted.push(julato_core::EmittedEvent {
+                function: entry.function.clone(),
+                key: entry.key.clone(),
+                event_type: entry.event_type.clone(),
+                payload: entry.payload.clone(),
+            });
+            if entry.hops > self.max_hops {
+                let message = format!(
+                    "emitted {} hops from a client's event, over the limit of {}",
+                    entry.hops, self.max_hops
+                );
+                batch.commit.dead_letters.push(DeadLetter {
+                    entry,
+                    code: "hop_limit".into(),
+                    message,
+                    time: allocation.time,
+                });
+            } else {
+                batch.commit.outbox.push(entry);
+            }
+        }
         let record = EventRecord {
             seq: allocation.seq,
             function: process.function.clone(),
@@ -819,18 +1153,12 @@ impl Shard {
             time: allocation.time,
             function_version,
             idempotency_key: request.idempotency_key.clone(),
-            causes: Vec::new(),
+            causes,
+            transaction: None,
+            origin: delivery.map(|d| d.origin),
+            hops,
             reply: outcome.reply.clone(),
-            emitted: outcome
-                .emits
-                .into_iter()
-                .map(|e| julato_core::EmittedEvent {
-                    function: e.function,
-                    key: e.key,
-                    event_type: e.event_type,
-                    payload: e.payload,
-                })
-                .collect(),
+            emitted,
         };
         let head = ProcessHead {
             version,
@@ -1017,6 +1345,19 @@ impl Shard {
         tracing::debug!(evicted, snapshots, "evicted idle processes");
         evicted
     }
+}
+
+/// Updates a shard's resident counters after `added` bytes came in and
+/// `removed` left, without walking the map.
+fn count_residents(
+    counters: &Counters,
+    residents: &HashMap<ProcessId, Resident>,
+    added: usize,
+    removed: usize,
+) {
+    counters.resident.store(residents.len() as u64, Ordering::Relaxed);
+    counters.resident_bytes.fetch_add(added as u64, Ordering::Relaxed);
+    counters.resident_bytes.fetch_sub(removed as u64, Ordering::Relaxed);
 }
 
 impl Command {

@@ -11,11 +11,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// More fields of the error object, such as the failing event of a transaction.
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), details: serde_json::Map::new() }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -28,20 +30,36 @@ impl ApiError {
 
     /// The body of this error, for answers that carry several.
     pub fn body(&self) -> serde_json::Value {
-        json!({ "code": self.code, "message": self.message })
+        let mut body = json!({ "code": self.code, "message": self.message });
+        for (name, value) in &self.details {
+            body[name] = value.clone();
+        }
+        body
+    }
+
+    /// This error with one more field.
+    #[must_use]
+    pub fn with(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.details.insert(name.to_owned(), value.into());
+        self
     }
 }
 
 /// The HTTP status of each coordinator error code.
 fn status_of(code: &str) -> StatusCode {
     match code {
-        "invalid_name" | "restore_point_out_of_range" => StatusCode::BAD_REQUEST,
+        "invalid_name" | "restore_point_out_of_range" | "token_partition_unknown" => {
+            StatusCode::BAD_REQUEST
+        }
+        "too_many_events" => StatusCode::PAYLOAD_TOO_LARGE,
         "function_not_found"
         | "process_not_found"
         | "event_not_found"
         | "branch_not_found"
         | "version_out_of_range"
-        | "seq_out_of_range" => StatusCode::NOT_FOUND,
+        | "seq_out_of_range"
+        | "transaction_not_found"
+        | "dead_letter_not_found" => StatusCode::NOT_FOUND,
         "version_conflict" | "idempotency_key_reused" => StatusCode::CONFLICT,
         "handler_timeout" => StatusCode::GATEWAY_TIMEOUT,
         "overloaded" | "shutting_down" | "token_not_reached" | "time_not_settled" => {
@@ -61,7 +79,11 @@ impl From<Error> for ApiError {
         if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(code, error = %error, "request failed");
         }
-        Self::new(status, code, error.to_string())
+        let answer = Self::new(status, code, error.to_string());
+        match error {
+            Error::Transaction { index: Some(index), .. } => answer.with("event", index),
+            _ => answer,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Julato's HTTP API: the routes of the product contract over the coordinator,
 //! JSON in and out, errors as `{"error": {"code", "message"}}` with stable codes.
 
+mod causal;
 mod error;
 mod routes;
 mod wire;

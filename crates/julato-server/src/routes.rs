@@ -12,17 +12,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use julato_coordinator::{Coordinator, RestoreTarget};
-use julato_core::{AsOf, EventTime, FunctionName, ProcessKey, Seq, Version};
+use julato_core::{AsOf, CausalToken, EventTime, FunctionName, ProcessKey, Seq, Version};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
+use crate::causal;
 use crate::wire::{self, BulkBody, EventBody};
 use crate::{ApiError, MAX_BULK_BODY, MAX_BULK_EVENTS, MAX_COMPONENT_BYTES, MAX_EVENT_BODY};
 
 type Shared = State<Arc<Coordinator>>;
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 const OPENAPI: &str = include_str!("../openapi.json");
 /// Largest page any listing returns.
@@ -35,6 +36,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_EVENT_BODY));
     let bulk = Router::new()
         .route("/v1/events", post(send_bulk))
+        .route("/v1/transactions", post(causal::transact))
         .layer(DefaultBodyLimit::max(MAX_BULK_BODY));
     let deploys = Router::new()
         .route("/v1/functions/{function}", put(deploy).get(function))
@@ -52,6 +54,15 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/checkpoints", post(take_checkpoint).get(checkpoints))
         .route("/v1/restore", post(restore))
         .route("/v1/restores", get(restores))
+        .route("/v1/events/{seq}/graph", get(causal::graph))
+        .route("/v1/states", post(causal::read_cut))
+        .route("/v1/dead-letters", get(causal::dead_letters))
+        .route("/v1/dead-letters/{id}/redrive", post(causal::redrive))
+        .route("/v1/transactions/begin", post(causal::begin))
+        .route("/v1/transactions/{id}", get(causal::show))
+        .route("/v1/transactions/{id}/events", post(causal::add))
+        .route("/v1/transactions/{id}/commit", post(causal::commit))
+        .route("/v1/transactions/{id}/rollback", post(causal::rollback))
         .merge(events)
         .merge(bulk)
         .merge(deploys)
@@ -60,7 +71,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .with_state(coordinator)
 }
 
-fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     bytes.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -71,14 +82,16 @@ fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-fn parse<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let bytes = body(bytes)?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
 }
 
 /// Path parameters, with a JSON error when they are not valid UTF-8.
-struct ApiPath<T>(T);
+pub(crate) struct ApiPath<T>(pub(crate) T);
 
 impl<S, T> FromRequestParts<S> for ApiPath<T>
 where
@@ -96,7 +109,7 @@ where
 }
 
 /// Page size: 100 unless given, at most [`MAX_PAGE`]; zero is refused.
-fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit {
         None => Ok(100),
         Some(0) => Err(ApiError::bad_request("invalid_query", "`limit` must be at least 1")),
@@ -104,7 +117,7 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
-fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(crate) fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(q)| q)
         .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
@@ -112,7 +125,7 @@ fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 
 /// Runs blocking coordinator work (reads that may replay handlers, checkpoints)
 /// off the async executor.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     coordinator: &Arc<Coordinator>,
     work: impl FnOnce(&Coordinator) -> Result<T, julato_coordinator::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -123,7 +136,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-fn ok(value: impl Serialize) -> ApiResult {
+pub(crate) fn ok(value: impl Serialize) -> ApiResult {
     Ok(Json(value).into_response())
 }
 
@@ -210,13 +223,14 @@ async fn send(
 ) -> ApiResult {
     let process = wire::process_id(&function, &key)?;
     let body: EventBody = parse(bytes)?;
-    if let Some(token) = wire::parse_token(body.after.as_deref())? {
+    let presented = wire::parse_token(body.after.as_deref())?;
+    if let Some(token) = &presented {
         coordinator.observe(token).await?;
     }
     let request = wire::send_request(process.clone(), body)?;
     let span = tracing::info_span!("send", function = %process.function, process = %process.key);
     let applied = coordinator.send(request).instrument(span).await?;
-    let token = julato_core::CausalToken { seq: applied.seq };
+    let token = CausalToken::at(applied.seq).merge(&presented.unwrap_or_default());
     ok(wire::applied(&process, &applied, token))
 }
 
@@ -228,7 +242,8 @@ async fn send_bulk(State(coordinator): Shared, bytes: Result<Bytes, BytesRejecti
             format!("{} events, over the limit of {MAX_BULK_EVENTS}", body.events.len()),
         ));
     }
-    if let Some(token) = wire::parse_token(body.after.as_deref())? {
+    let presented = wire::parse_token(body.after.as_deref())?;
+    if let Some(token) = &presented {
         coordinator.observe(token).await?;
     }
 
@@ -237,7 +252,8 @@ async fn send_bulk(State(coordinator): Shared, bytes: Result<Bytes, BytesRejecti
     let mut requests = Vec::new();
     for event in body.events {
         match wire::bulk_request(event) {
-            Ok(request) => {
+            Ok(mut request) => {
+                request.after = presented.as_ref().map(CausalToken::seq).filter(|s| s.0 > 0);
                 requests.push(request);
                 failures.push(None);
             }
@@ -256,7 +272,7 @@ async fn send_bulk(State(coordinator): Shared, bytes: Result<Bytes, BytesRejecti
                     accepted += 1;
                     deduplicated += usize::from(applied.deduplicated);
                     max_seq = max_seq.max(applied.seq);
-                    let token = julato_core::CausalToken { seq: applied.seq };
+                    let token = CausalToken::at(applied.seq);
                     BulkResult::Applied(wire::applied(process, &applied, token))
                 }
                 Some((Err(error), _)) => BulkResult::Failed { error: ApiError::from(error).body() },
@@ -273,7 +289,8 @@ async fn send_bulk(State(coordinator): Shared, bytes: Result<Bytes, BytesRejecti
         results.push(result);
     }
     let total = results.len();
-    let token = julato_core::CausalToken { seq: max_seq.max(coordinator.token().seq) };
+    let token = CausalToken::at(max_seq.max(coordinator.token().seq()))
+        .merge(&presented.unwrap_or_default());
     #[derive(Serialize)]
     struct BulkAnswer<'a> {
         /// Events applied now or, for a repeated idempotency key, before.
@@ -310,13 +327,14 @@ async fn state(
     let query = query_of(query)?;
     let process = wire::process_id(&function, &key)?;
     let point = wire::as_of(query.version, query.seq, query.at.as_deref())?;
-    if let Some(token) = wire::parse_token(query.after.as_deref())? {
+    let presented = wire::parse_token(query.after.as_deref())?;
+    if let Some(token) = &presented {
         coordinator.observe(token).await?;
     }
     if let Some(AsOf::Time(time)) = point {
         coordinator.observe_time(time).await?;
     }
-    let token = coordinator.token();
+    let token = coordinator.token().merge(&presented.unwrap_or_default());
     let target = process.clone();
     let read = blocking(&coordinator, move |c| match point {
         None => c.state(&target),
@@ -428,11 +446,13 @@ async fn event(State(coordinator): Shared, ApiPath(seq): ApiPath<String>) -> Api
 
 async fn managers(State(coordinator): Shared) -> ApiResult {
     let (fsyncs, commits) = coordinator.commit_stats();
+    let (pending, delivered, dead_lettered) = coordinator.delivery_stats();
     let shards = serde_json::to_value(coordinator.managers())
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     ok(json!({
         "shards": shards,
         "store": { "fsyncs": fsyncs, "commits": commits },
+        "delivery": { "pending": pending, "delivered": delivered, "dead_lettered": dead_lettered },
     }))
 }
 

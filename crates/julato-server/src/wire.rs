@@ -5,8 +5,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use julato_coordinator::{Applied, ProcessState, ProcessSummary, RestoreReport, SendRequest};
 use julato_core::{
-    AsOf, Branch, CausalToken, Checkpoint, DeployedVersion, EventRecord, EventTime, FunctionInfo,
-    FunctionName, FunctionVersion, Payload, ProcessId, ProcessKey, Seq, Version,
+    AsOf, Branch, CausalToken, Checkpoint, DeadLetter, DeployedVersion, EventRecord, EventTime,
+    FunctionInfo, FunctionName, FunctionVersion, Payload, ProcessId, ProcessKey, Seq, Version,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -131,6 +131,8 @@ pub fn send_request(process: ProcessId, body: EventBody) -> Result<SendRequest, 
         payload: payload(body.data, body.data_base64)?,
         idempotency_key: body.idempotency_key,
         expected_version: body.expected_version.map(Version),
+        after: parse_token(body.after.as_deref())?.map(|t| t.seq()).filter(|s| s.0 > 0),
+        delivery: None,
     })
 }
 
@@ -325,6 +327,43 @@ pub struct EmittedView<'a> {
     pub payload: PayloadView,
 }
 
+/// One direct cause of an event.
+#[derive(Debug, Serialize)]
+pub struct CauseView {
+    pub seq: Seq,
+    /// `process`, `emit`, `token` or `transaction`.
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OriginView {
+    pub seq: Seq,
+    pub index: u32,
+}
+
+/// An emitted event that was not delivered.
+pub fn dead_letter(letter: &DeadLetter) -> Value {
+    let payload = payload_view(&letter.entry.payload);
+    let mut view = json!({
+        "id": letter.entry.origin.to_string(),
+        "origin": { "seq": letter.entry.origin.seq, "index": letter.entry.origin.index },
+        "function": letter.entry.function,
+        "key": letter.entry.key,
+        "type": letter.entry.event_type,
+        "hops": letter.entry.hops,
+        "code": letter.code,
+        "message": letter.message,
+        "time": letter.time.to_rfc3339(),
+    });
+    if let Some(data) = payload.data {
+        view["data"] = serde_json::to_value(data).unwrap_or(Value::Null);
+    }
+    if let Some(bytes) = payload.data_base64 {
+        view["data_base64"] = Value::String(bytes);
+    }
+    view
+}
+
 /// One event record of the log.
 #[derive(Debug, Serialize)]
 pub struct RecordView<'a> {
@@ -339,7 +378,14 @@ pub struct RecordView<'a> {
     pub time: String,
     pub function_version: FunctionVersion,
     pub idempotency_key: Option<&'a str>,
-    pub causes: &'a [Seq],
+    pub causes: Vec<CauseView>,
+    /// The transaction that committed this event (the seq of its first event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<Seq>,
+    /// For an emitted event: the emitting event's seq and the emit's index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<OriginView>,
+    pub hops: u32,
     pub reply: Option<Box<RawValue>>,
     pub emitted: Vec<EmittedView<'a>>,
     /// The restore that archived this event, if one did.
@@ -358,7 +404,14 @@ pub fn record(record: &EventRecord) -> RecordView<'_> {
         time: record.time.to_rfc3339(),
         function_version: record.function_version,
         idempotency_key: record.idempotency_key.as_deref(),
-        causes: &record.causes,
+        causes: record
+            .causes
+            .iter()
+            .map(|c| CauseView { seq: c.seq, kind: c.kind.as_str() })
+            .collect(),
+        transaction: record.transaction,
+        origin: record.origin.map(|o| OriginView { seq: o.seq, index: o.index }),
+        hops: record.hops,
         reply: record.reply.as_deref().map(raw),
         emitted: record
             .emitted

@@ -13,8 +13,8 @@ use std::thread::JoinHandle;
 
 use fjall::PersistMode;
 use julato_core::{
-    Branch, Checkpoint, EventRecord, EventTime, FunctionInfo, FunctionVersion, ProcessHead,
-    ProcessId, Seq, Snapshot, Version,
+    Branch, Checkpoint, DeadLetter, EventRecord, EventTime, FunctionInfo, FunctionVersion, Origin,
+    OutboxEntry, ProcessHead, ProcessId, Seq, Snapshot, Version,
 };
 use parking_lot::{Condvar, Mutex};
 
@@ -37,6 +37,14 @@ pub struct Commit {
     pub checkpoint: Option<Checkpoint>,
     /// A point-in-time restore.
     pub restore: Option<Restore>,
+    /// Emitted events to deliver, written with the events that emitted them.
+    pub outbox: Vec<OutboxEntry>,
+    /// Outbox entries delivered (or dead-lettered) by this commit.
+    pub delivered: Vec<Origin>,
+    /// Emitted events given up on.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Dead letters moved back to the outbox by this commit (re-driven).
+    pub redriven: Vec<Origin>,
 }
 
 /// Everything a point-in-time restore changes, written as one atomic batch.
@@ -55,6 +63,10 @@ pub struct Restore {
     pub dropped_snapshots: Vec<(ProcessId, Version)>,
     /// Checkpoints past the restore point, rewritten as archived.
     pub checkpoints: Vec<Checkpoint>,
+    /// Outbox entries of archived events, which will never be delivered.
+    pub dropped_outbox: Vec<Origin>,
+    /// Deliveries that were archived but whose cause was not: back to the outbox.
+    pub restored_outbox: Vec<OutboxEntry>,
 }
 
 impl Commit {
@@ -66,6 +78,10 @@ impl Commit {
             && self.snapshots.is_empty()
             && self.checkpoint.is_none()
             && self.restore.is_none()
+            && self.outbox.is_empty()
+            && self.delivered.is_empty()
+            && self.dead_letters.is_empty()
+            && self.redriven.is_empty()
     }
 }
 
@@ -228,6 +244,21 @@ fn write_group<'a>(
             batch.insert(&tables.log, keys::seq(record.seq), encode(record));
             let version = keys::version(&record.function, &record.key, record.version);
             batch.insert(&tables.versions, version, keys::position(record.seq, record.time));
+            for cause in &record.causes {
+                batch.insert(&tables.effects, keys::edge(cause.seq, record.seq), []);
+            }
+        }
+        for entry in &commit.outbox {
+            batch.insert(&tables.outbox, keys::origin(entry.origin), encode(entry));
+        }
+        for origin in &commit.delivered {
+            batch.remove(&tables.outbox, keys::origin(*origin));
+        }
+        for letter in &commit.dead_letters {
+            batch.insert(&tables.dead_letters, keys::origin(letter.entry.origin), encode(letter));
+        }
+        for origin in &commit.redriven {
+            batch.remove(&tables.dead_letters, keys::origin(*origin));
         }
         for (process, head) in &commit.heads {
             batch.insert(
@@ -286,6 +317,12 @@ fn write_restore(tables: &Tables, batch: &mut fjall::OwnedWriteBatch, restore: &
     }
     for checkpoint in &restore.checkpoints {
         batch.insert(&tables.checkpoints, checkpoint.id.to_be_bytes(), encode(checkpoint));
+    }
+    for origin in &restore.dropped_outbox {
+        batch.remove(&tables.outbox, keys::origin(*origin));
+    }
+    for entry in &restore.restored_outbox {
+        batch.insert(&tables.outbox, keys::origin(entry.origin), encode(entry));
     }
     if let Some(b) = &restore.branch {
         batch.insert(&tables.branches, b.id.to_be_bytes(), encode(b));

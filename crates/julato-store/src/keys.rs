@@ -1,7 +1,7 @@
 //! Byte layouts of the store's keys. Big-endian numbers keep key order equal to
 //! numeric order; a zero byte separates names, which never contain one.
 
-use julato_core::{EventTime, FunctionName, FunctionVersion, ProcessKey, Seq, Version};
+use julato_core::{EventTime, FunctionName, FunctionVersion, Origin, ProcessKey, Seq, Version};
 
 pub fn seq(seq: Seq) -> [u8; 8] {
     seq.0.to_be_bytes()
@@ -9,6 +9,28 @@ pub fn seq(seq: Seq) -> [u8; 8] {
 
 pub fn decode_seq(bytes: &[u8]) -> Option<Seq> {
     Some(Seq(u64::from_be_bytes(bytes.try_into().ok()?)))
+}
+
+/// An emitted event's identity: the emitting seq, then its index among the emits.
+pub fn origin(origin: Origin) -> [u8; 12] {
+    let mut key = [0; 12];
+    key[..8].copy_from_slice(&origin.seq.0.to_be_bytes());
+    key[8..].copy_from_slice(&origin.index.to_be_bytes());
+    key
+}
+
+/// One edge of the causal graph, keyed by its cause so effects scan in order.
+pub fn edge(cause: Seq, effect: Seq) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&cause.0.to_be_bytes());
+    key[8..].copy_from_slice(&effect.0.to_be_bytes());
+    key
+}
+
+pub fn decode_edge(bytes: &[u8]) -> Option<(Seq, Seq)> {
+    let cause = decode_seq(bytes.get(..8)?)?;
+    let effect = decode_seq(bytes.get(8..16)?)?;
+    Some((cause, effect))
 }
 
 pub fn function_prefix(function: &FunctionName) -> Vec<u8> {

@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use julato_core::{
-    Branch, Checkpoint, EventRecord, EventTime, FunctionInfo, FunctionName, FunctionVersion,
-    ProcessHead, ProcessId, ProcessKey, Seq, Snapshot, Version,
+    Branch, Checkpoint, DeadLetter, EventRecord, EventTime, FunctionInfo, FunctionName,
+    FunctionVersion, Origin, OutboxEntry, ProcessHead, ProcessId, ProcessKey, Seq, Snapshot,
+    Version,
 };
 
 use commit::Committer;
@@ -117,6 +118,12 @@ pub(crate) struct Tables {
     /// branch, function, key, version → seq and time: version entries a restore
     /// took off the live timeline.
     pub archive: Keyspace,
+    /// emitting seq, emit index → [`OutboxEntry`]: emitted events not yet delivered.
+    pub outbox: Keyspace,
+    /// emitting seq, emit index → [`DeadLetter`].
+    pub dead_letters: Keyspace,
+    /// cause seq, effect seq → nothing: the causal graph read forwards.
+    pub effects: Keyspace,
 }
 
 /// Most journal the engine keeps before it flushes the oldest tables; the
@@ -165,6 +172,9 @@ impl Store {
             checkpoints: open("checkpoints")?,
             branches: open("branches")?,
             archive: open("archive")?,
+            outbox: open("outbox")?,
+            dead_letters: open("dead_letters")?,
+            effects: open("effects")?,
             db,
         });
         let committer = Arc::new(Committer::start(tables.clone()));
@@ -189,6 +199,9 @@ impl Store {
             &t.snapshots,
             &t.checkpoints,
             &t.branches,
+            &t.outbox,
+            &t.dead_letters,
+            &t.effects,
             &t.archive,
         ];
         for keyspace in keyspaces {
@@ -274,6 +287,84 @@ impl Store {
             None => Ok(None),
             Some(bytes) => decode("log", &bytes).map(Some),
         }
+    }
+
+    /// Undelivered emitted events from `from` on, whose emitting event is at
+    /// or before `upto`, in delivery order; at most `limit`.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt entry.
+    pub fn outbox(&self, from: Origin, upto: Seq, limit: usize) -> Result<Vec<OutboxEntry>> {
+        if from.seq > upto {
+            return Ok(Vec::new());
+        }
+        let end = keys::origin(Origin { seq: upto, index: u32::MAX });
+        let range = self.tables.outbox.range(keys::origin(from)..=end);
+        decode_all(range.take(limit), "scanning the outbox", "outbox")
+    }
+
+    /// Whether an emitted event still waits for delivery.
+    ///
+    /// # Errors
+    /// Fails on an engine error.
+    pub fn in_outbox(&self, origin: Origin) -> Result<bool> {
+        self.tables.outbox.contains_key(keys::origin(origin)).map_err(engine("reading the outbox"))
+    }
+
+    /// Emitted events waiting for delivery, counted (a scan: for start-up and operators).
+    ///
+    /// # Errors
+    /// Fails on an engine error.
+    pub fn outbox_len(&self) -> Result<u64> {
+        let mut count = 0;
+        for guard in self.tables.outbox.iter() {
+            guard.key().map_err(engine("counting the outbox"))?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Dead letters after `after` (exclusive; `None` from the first), oldest first.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt entry.
+    pub fn dead_letters(&self, after: Option<Origin>, limit: usize) -> Result<Vec<DeadLetter>> {
+        let start = match after {
+            None => std::ops::Bound::Unbounded,
+            Some(origin) => std::ops::Bound::Excluded(keys::origin(origin)),
+        };
+        let range = self.tables.dead_letters.range((start, std::ops::Bound::Unbounded));
+        decode_all(range.take(limit), "scanning dead letters", "dead_letters")
+    }
+
+    /// One dead letter.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt entry.
+    pub fn dead_letter(&self, origin: Origin) -> Result<Option<DeadLetter>> {
+        let found = self
+            .tables
+            .dead_letters
+            .get(keys::origin(origin))
+            .map_err(engine("reading a dead letter"))?;
+        found.map(|bytes| decode("dead_letters", &bytes)).transpose()
+    }
+
+    /// Seqs of the events that name `cause` among their direct causes, oldest
+    /// first, at most `limit`.
+    ///
+    /// # Errors
+    /// Fails on an engine error or a corrupt entry.
+    pub fn effects(&self, cause: Seq, limit: usize) -> Result<Vec<Seq>> {
+        let range = keys::edge(cause, Seq(0))..=keys::edge(cause, Seq(u64::MAX));
+        let mut out = Vec::new();
+        for guard in self.tables.effects.range(range).take(limit) {
+            let key = guard.key().map_err(engine("scanning effects"))?;
+            let (_, effect) = keys::decode_edge(&key)
+                .ok_or_else(|| Error::Corrupt { what: "effects", message: "bad edge".into() })?;
+            out.push(effect);
+        }
+        Ok(out)
     }
 
     /// Events of the global log with `from <= seq <= upto`, oldest first, at most `limit`.

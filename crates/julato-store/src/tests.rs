@@ -33,6 +33,9 @@ fn record_at(process: &ProcessId, seq: u64, version: u64, time: u64) -> EventRec
         function_version: FunctionVersion(1),
         idempotency_key: None,
         causes: Vec::new(),
+        transaction: None,
+        origin: None,
+        hops: 0,
         reply: None,
         emitted: Vec::new(),
     }
@@ -535,6 +538,7 @@ fn restore_moves_versions_to_the_archive_and_survives_reopen() {
                 (c.clone(), Version(1)),
             ],
             checkpoints: vec![checkpoint(2, 7, Some(1))],
+            ..Restore::default()
         };
         store.append(Commit { restore: Some(restore), ..Commit::default() }).unwrap();
         assert_restored(&store, &branch);

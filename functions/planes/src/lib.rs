@@ -9,6 +9,17 @@
 //! (a `null` adds 0). `location` becomes the row's `dest` when the plane arrived
 //! (`arr_time` is not `null`). The sums are integers, so the JSON state is exact.
 //! There is no reply.
+//!
+//! Each flight also tells the airports about itself, by emitting events to the
+//! `airports` function (keyed by FAA code), departure first:
+//!
+//! - `Departure {"dep_delay": int | null}` to `airports/{origin}` when the flight
+//!   departed (`dep_time` is not `null`) and its `origin` is known;
+//! - `Arrival {"arr_delay": int | null}` to `airports/{dest}` when it arrived
+//!   (`arr_time` is not `null`) and its `dest` is known.
+//!
+//! A cancelled flight emits nothing; a diverted one (departed, never arrived) emits
+//! only its `Departure`.
 
 use julato_sdk::prelude::*;
 
@@ -78,6 +89,23 @@ pub struct Flight {
     pub time_hour: Option<String>,
 }
 
+/// The function that receives the emitted [`Departure`] and [`Arrival`] events.
+pub const AIRPORTS: &str = "airports";
+
+/// A flight left an airport: emitted to `airports/{origin}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Event)]
+pub struct Departure {
+    /// Departure delay in minutes, if known.
+    pub dep_delay: Option<i64>,
+}
+
+/// A flight reached an airport: emitted to `airports/{dest}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Event)]
+pub struct Arrival {
+    /// Arrival delay in minutes, if known.
+    pub arr_delay: Option<i64>,
+}
+
 /// What is known about one plane.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plane {
@@ -95,17 +123,26 @@ pub struct Plane {
     pub location: Option<String>,
 }
 
-/// Folds one flight into the plane's totals.
+/// Folds one flight into the plane's totals, and emits its [`Departure`] to the origin
+/// airport and its [`Arrival`] to the destination airport (see the module docs).
 ///
 /// # Errors
 ///
 /// None besides those of decoding (a row that is not a flight is an invalid event).
 #[handler]
-pub fn flight(event: Flight, state: Plane) -> Result<Plane, HandlerError> {
+pub fn flight(event: Flight, state: Plane, ctx: &mut Context) -> Result<Plane, HandlerError> {
     let mut plane = state;
     if event.dep_time.is_none() {
         plane.cancelled += 1;
         return Ok(plane);
+    }
+    if let Some(origin) = airport(event.origin.as_deref()) {
+        ctx.emit(AIRPORTS, origin, Departure { dep_delay: event.dep_delay });
+    }
+    if event.arr_time.is_some()
+        && let Some(dest) = airport(event.dest.as_deref())
+    {
+        ctx.emit(AIRPORTS, dest, Arrival { arr_delay: event.arr_delay });
     }
     plane.flights += 1;
     plane.distance += event.distance.unwrap_or(0);
@@ -120,6 +157,12 @@ pub fn flight(event: Flight, state: Plane) -> Result<Plane, HandlerError> {
 julato_sdk::function! {
     state: Plane,
     handlers: [flight],
+}
+
+/// The airport code of a row's `origin` or `dest`, when it is known (neither `null` nor
+/// empty).
+fn airport(code: Option<&str>) -> Option<&str> {
+    code.filter(|code| !code.is_empty())
 }
 
 /// Reads an optional whole number written as a JSON integer or as a float with no
@@ -156,7 +199,7 @@ fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use julato_sdk::ContextInfo;
+    use julato_sdk::{ContextInfo, EmittedEvent, Outcome};
 
     const ROW: &str = r#"{"year":2013,"month":1,"day":1,"dep_time":517,"sched_dep_time":515,
         "dep_delay":2,"arr_time":830,"sched_arr_time":819,"arr_delay":11,"carrier":"UA",
@@ -175,11 +218,29 @@ mod tests {
         "dest":"OKC","air_time":null,"distance":1325.0,"hour":19.0,"minute":30.0,
         "time_hour":"2013-01-02T00:00:00Z"}"#;
 
-    fn handle(json: &str, state: &str) -> Result<String, HandlerError> {
+    fn outcome(json: &str, state: &str) -> Result<Outcome, HandlerError> {
         let payload = Payload::Json(json.into());
         let outcome = FUNCTION.handle(ContextInfo::default(), "Flight", payload, state)?;
         assert_eq!(outcome.reply, None);
-        Ok(outcome.state)
+        Ok(outcome)
+    }
+
+    fn handle(json: &str, state: &str) -> Result<String, HandlerError> {
+        outcome(json, state).map(|outcome| outcome.state)
+    }
+
+    /// The events a flight emits, folded into a new plane.
+    fn emits(json: &str) -> Vec<EmittedEvent> {
+        outcome(json, &FUNCTION.init_json().unwrap()).unwrap().emits
+    }
+
+    fn emitted(key: &str, event_type: &str, data: &str) -> EmittedEvent {
+        EmittedEvent {
+            function: "airports".into(),
+            key: key.into(),
+            event_type: event_type.into(),
+            data: Payload::Json(data.into()),
+        }
     }
 
     #[test]
@@ -210,6 +271,44 @@ mod tests {
             state,
             r#"{"flights":2,"cancelled":1,"distance":2725,"air_time":227,"arr_delay":11,"location":"IAH"}"#
         );
+    }
+
+    #[test]
+    fn flights_tell_their_airports_departure_first() {
+        assert_eq!(
+            emits(ROW),
+            [
+                emitted("EWR", "Departure", r#"{"dep_delay":2}"#),
+                emitted("IAH", "Arrival", r#"{"arr_delay":11}"#),
+            ]
+        );
+    }
+
+    #[test]
+    fn cancelled_flights_emit_nothing() {
+        assert_eq!(emits(CANCELLED), []);
+    }
+
+    #[test]
+    fn diverted_flights_only_depart() {
+        assert_eq!(emits(DIVERTED), [emitted("EWR", "Departure", r#"{"dep_delay":46}"#)]);
+    }
+
+    #[test]
+    fn unknown_delays_are_null_and_unknown_airports_are_skipped() {
+        let row = ROW.replace(r#""dep_delay":2"#, r#""dep_delay":null"#);
+        let row = row.replace(r#""arr_delay":11"#, r#""arr_delay":null"#);
+        assert_eq!(
+            emits(&row),
+            [
+                emitted("EWR", "Departure", r#"{"dep_delay":null}"#),
+                emitted("IAH", "Arrival", r#"{"arr_delay":null}"#),
+            ]
+        );
+        let row = ROW.replace(r#""EWR""#, "null");
+        assert_eq!(emits(&row), [emitted("IAH", "Arrival", r#"{"arr_delay":11}"#)]);
+        let row = ROW.replace(r#""IAH""#, r#""""#);
+        assert_eq!(emits(&row), [emitted("EWR", "Departure", r#"{"dep_delay":2}"#)]);
     }
 
     #[test]

@@ -52,6 +52,9 @@ fn events(datas: &[(u8, u8, u64)]) -> Vec<EventRecord> {
                 function_version: FunctionVersion(function_version),
                 idempotency_key: None,
                 causes: Vec::new(),
+                transaction: None,
+                origin: None,
+                hops: 0,
                 reply: None,
                 emitted: Vec::new(),
             }

@@ -1,0 +1,296 @@
+//! Transactions: one-shot (every event at once) and interactive (begin, add
+//! events one at a time and see their tentative effects, then commit or roll
+//! back).
+//!
+//! Both commit the same way: every shard owning a process of the transaction
+//! pauses, one of them applies the events in order on the committed states,
+//! and one atomic write stores them all, or nothing is stored.
+//!
+//! Interactive transactions are optimistic. An added event runs at once on
+//! the transaction's own copy of the process (read from the committed state
+//! the first time the transaction touches it); nothing is locked or stored.
+//! The commit requires every process the transaction touched to be still at
+//! the version it first read, and then applies the events again, now with
+//! their final seqs and times. Since every event reads only the process it
+//! changes, this makes the transaction serializable: it commits as if it had
+//! run alone at its commit. A process changed in between fails the commit
+//! with a version conflict, and nothing is stored.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use julato_core::{ProcessId, Version, check_expected_version};
+use julato_executor::HandlerContext;
+use julato_manager::{Committed, SendRequest};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::{Coordinator, Error};
+
+/// Most interactive transactions open at once.
+const MAX_OPEN: usize = 10_000;
+
+/// Most events one transaction may hold.
+pub const MAX_EVENTS: usize = 1_000;
+
+/// An event's effect inside a transaction not yet committed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tentative {
+    pub function: String,
+    pub key: String,
+    /// The version the process would have after this event.
+    pub version: u64,
+    /// The state it would have, as JSON text.
+    pub state: String,
+    pub reply: Option<String>,
+    /// How many events the handler emitted; they are sent only on commit.
+    pub emitted: usize,
+}
+
+/// One open interactive transaction.
+struct Open {
+    events: Vec<SendRequest>,
+    /// Each touched process: the version first read, and its version and state
+    /// after the transaction's events so far.
+    touched: HashMap<ProcessId, (Version, Version, String)>,
+    last_used: Instant,
+    timeout: Duration,
+}
+
+/// The open interactive transactions of a node.
+#[derive(Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<String, Open>>,
+    next: AtomicU64,
+}
+
+impl Sessions {
+    /// Drops every transaction idle past its timeout: it rolls back.
+    fn sweep(open: &mut HashMap<String, Open>) {
+        open.retain(|id, o| {
+            let keep = o.last_used.elapsed() < o.timeout;
+            if !keep {
+                tracing::info!(transaction = %id, "idle transaction rolled back");
+            }
+            keep
+        });
+    }
+}
+
+impl Coordinator {
+    /// Applies `requests` as one transaction.
+    ///
+    /// # Errors
+    /// [`Error::Transaction`] naming the failing event; nothing is stored.
+    pub async fn transact(&self, requests: Vec<SendRequest>) -> Result<Committed, Error> {
+        if requests.len() > MAX_EVENTS {
+            return Err(Error::TooManyEvents { count: requests.len(), limit: MAX_EVENTS });
+        }
+        self.managers
+            .transact(requests)
+            .await
+            .map_err(|failed| Error::Transaction { index: failed.index, source: failed.error })
+    }
+
+    /// Opens an interactive transaction that rolls back once idle for `timeout`
+    /// (the configured default if `None`); answers its id.
+    ///
+    /// # Errors
+    /// [`Error::Overloaded`] when too many are open.
+    pub fn begin(&self, timeout: Option<Duration>) -> Result<(String, Duration), Error> {
+        let timeout =
+            timeout.unwrap_or(self.transaction_timeout).min(self.transaction_timeout * 10);
+        let mut open = self.sessions.open.lock();
+        Sessions::sweep(&mut open);
+        if open.len() >= MAX_OPEN {
+            return Err(Error::Send(julato_manager::SendError::Overloaded));
+        }
+        let n = self.sessions.next.fetch_add(1, Ordering::Relaxed);
+        let nonce: u64 = rand_nonce();
+        let id = format!("tx-{n:x}-{nonce:016x}");
+        let session = Open {
+            events: Vec::new(),
+            touched: HashMap::new(),
+            last_used: Instant::now(),
+            timeout,
+        };
+        open.insert(id.clone(), session);
+        Ok((id, timeout))
+    }
+
+    /// Runs one event inside an open transaction and answers its tentative
+    /// effect. Runs a handler, so call it off the async executor.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTransaction`] for an unknown or expired id; the
+    /// handler's rejection or a version conflict (the transaction stays open
+    /// and the event is not added).
+    pub fn add(&self, id: &str, request: SendRequest) -> Result<Tentative, Error> {
+        let process = request.process.clone();
+        // The process's version and state as the transaction sees it.
+        let seen = {
+            let mut open = self.sessions.open.lock();
+            let session = live(&mut open, id)?;
+            if session.events.len() >= MAX_EVENTS {
+                return Err(Error::TooManyEvents { count: MAX_EVENTS + 1, limit: MAX_EVENTS });
+            }
+            session.touched.get(&process).map(|(_, v, s)| (*v, s.clone()))
+        };
+        let (first_read, (version, state)) = match seen {
+            Some(seen) => (None, seen),
+            None => {
+                let committed = self.committed_or_initial(&process)?;
+                (Some(committed.0), committed)
+            }
+        };
+        check_expected_version(version, request.expected_version)
+            .map_err(|e| Error::Send(e.into()))?;
+
+        let function_version = self
+            .catalog
+            .latest(&process.function)
+            .ok_or_else(|| Error::UnknownFunction(process.function.clone()))?;
+        let loaded = self.catalog.loaded(&process.function, function_version)?;
+        let next = version.next();
+        let ctx = HandlerContext {
+            function: process.function.as_str().to_owned(),
+            key: process.key.as_str().to_owned(),
+            // Provisional: the commit applies the event again with its final seq and time.
+            seq: self.managers.sequencer().watermark().0 + 1,
+            version: next.0,
+            time_unix_nanos: self.managers.sequencer().last_time().0,
+            function_version: function_version.0,
+        };
+        let outcome = self
+            .catalog
+            .executor()
+            .handle(&loaded, &ctx, &request.event_type, &request.payload, &state)
+            .map_err(|r| Error::Send(r.into()))?;
+
+        let mut open = self.sessions.open.lock();
+        let session = live(&mut open, id)?;
+        let entry = session
+            .touched
+            .entry(process.clone())
+            .or_insert_with(|| (first_read.unwrap_or(version), version, String::new()));
+        if entry.1 != version {
+            // Another add to the same process raced this one; keep the order clear.
+            return Err(Error::Send(
+                julato_core::VersionConflict { expected: version, actual: entry.1 }.into(),
+            ));
+        }
+        entry.1 = next;
+        entry.2 = outcome.state.clone();
+        session.events.push(request);
+        session.last_used = Instant::now();
+        Ok(Tentative {
+            function: process.function.as_str().to_owned(),
+            key: process.key.as_str().to_owned(),
+            version: next.0,
+            state: outcome.state,
+            reply: outcome.reply,
+            emitted: outcome.emits.len(),
+        })
+    }
+
+    /// The events added so far, and the touched processes' tentative versions.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTransaction`].
+    pub fn transaction_events(
+        &self,
+        id: &str,
+    ) -> Result<(usize, Vec<(ProcessId, u64, u64)>), Error> {
+        let mut open = self.sessions.open.lock();
+        let session = live(&mut open, id)?;
+        let touched =
+            session.touched.iter().map(|(p, (read, now, _))| (p.clone(), read.0, now.0)).collect();
+        Ok((session.events.len(), touched))
+    }
+
+    /// Commits an interactive transaction: every process it touched must still
+    /// be at the version it first read. The transaction is closed either way.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTransaction`], or [`Error::Transaction`] (a version
+    /// conflict when a touched process changed since).
+    pub async fn commit(&self, id: &str) -> Result<Committed, Error> {
+        let session = {
+            let mut open = self.sessions.open.lock();
+            live(&mut open, id)?;
+            open.remove(id).ok_or_else(|| Error::UnknownTransaction(id.to_owned()))?
+        };
+        let mut requests = session.events;
+        let mut seen: HashMap<ProcessId, ()> = HashMap::new();
+        for request in &mut requests {
+            if seen.insert(request.process.clone(), ()).is_none() {
+                let (read, _, _) = &session.touched[&request.process];
+                request.expected_version = Some(*read);
+            }
+        }
+        self.transact(requests).await
+    }
+
+    /// Rolls an interactive transaction back: nothing of it was stored.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTransaction`].
+    pub fn rollback(&self, id: &str) -> Result<usize, Error> {
+        let mut open = self.sessions.open.lock();
+        live(&mut open, id)?;
+        let session = open.remove(id).ok_or_else(|| Error::UnknownTransaction(id.to_owned()))?;
+        Ok(session.events.len())
+    }
+
+    /// A process's committed version and state, or version 0 and the initial
+    /// state when it has no events yet.
+    pub(crate) fn committed_or_initial(
+        &self,
+        process: &ProcessId,
+    ) -> Result<(Version, String), Error> {
+        match self.state(process) {
+            Ok(read) => Ok((read.head.version, read.state)),
+            Err(Error::UnknownProcess(_)) => Ok((Version(0), self.initial_state(process)?)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The state a process has before its first event.
+    pub(crate) fn initial_state(&self, process: &ProcessId) -> Result<String, Error> {
+        let function_version = self
+            .catalog
+            .latest(&process.function)
+            .ok_or_else(|| Error::UnknownFunction(process.function.clone()))?;
+        let loaded = self.catalog.loaded(&process.function, function_version)?;
+        self.catalog
+            .executor()
+            .init(&loaded, process.function.as_str(), process.key.as_str())
+            .map_err(|r| Error::Send(r.into()))
+    }
+}
+
+/// The open transaction `id`, if it has not timed out (one that has is dropped).
+fn live<'a>(open: &'a mut HashMap<String, Open>, id: &str) -> Result<&'a mut Open, Error> {
+    let expired = open.get(id).is_some_and(|o| o.last_used.elapsed() >= o.timeout);
+    if expired {
+        open.remove(id);
+        tracing::info!(transaction = %id, "idle transaction rolled back");
+    }
+    let session = open.get_mut(id).ok_or_else(|| Error::UnknownTransaction(id.to_owned()))?;
+    session.last_used = Instant::now();
+    Ok(session)
+}
+
+/// An unguessable part for transaction ids, so one client cannot name
+/// another's transaction by counting.
+fn rand_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}

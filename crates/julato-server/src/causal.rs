@@ -1,0 +1,296 @@
+//! Routes of transactions, the causal graph, consistent reads of several
+//! processes and the dead letters of emitted events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use julato_coordinator::graph::Direction;
+use julato_coordinator::{Committed, Coordinator, SendRequest};
+use julato_core::{CausalToken, Origin, ProcessId, Seq};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::routes::{ApiPath, ApiResult, blocking, ok, page_limit, parse, query_of};
+use crate::wire::{self, BulkEvent};
+use crate::{ApiError, MAX_BULK_EVENTS};
+
+type Shared = State<Arc<Coordinator>>;
+
+/// Body of a one-shot transaction.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionBody {
+    pub events: Vec<BulkEvent>,
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+/// Checks every event of a transaction; the first bad one fails the whole.
+fn requests(
+    events: Vec<BulkEvent>,
+    after: Option<&CausalToken>,
+) -> Result<Vec<SendRequest>, ApiError> {
+    if events.is_empty() {
+        return Err(ApiError::bad_request("bad_request", "a transaction needs at least one event"));
+    }
+    if events.len() > julato_coordinator::transactions::MAX_EVENTS {
+        return Err(ApiError::too_large(
+            "too_many_events",
+            format!(
+                "{} events, over the limit of {} per transaction",
+                events.len(),
+                julato_coordinator::transactions::MAX_EVENTS
+            ),
+        ));
+    }
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let mut request = wire::bulk_request(event).map_err(|e| e.with("event", index))?;
+            request.after = after.map(CausalToken::seq).filter(|s| s.0 > 0);
+            Ok(request)
+        })
+        .collect()
+}
+
+/// The answer to a committed transaction.
+fn committed(committed: &Committed, presented: Option<&CausalToken>) -> Value {
+    let newest = committed.events.iter().map(|(_, a)| a.seq).max().unwrap_or(Seq(0));
+    let token = CausalToken::at(newest).merge(&presented.cloned().unwrap_or_default());
+    let events: Vec<Value> = committed
+        .events
+        .iter()
+        .map(|(process, applied)| {
+            json!(wire::applied(process, applied, CausalToken::at(applied.seq)))
+        })
+        .collect();
+    json!({
+        "transaction": committed.transaction,
+        "events": events,
+        "token": token.to_string(),
+    })
+}
+
+/// Adds the failing event's process to a transaction error.
+fn name_failing(error: ApiError, processes: &[ProcessId]) -> ApiError {
+    let failing = error.details.get("event").and_then(Value::as_u64).map(|i| i as usize);
+    match failing.and_then(|i| processes.get(i)) {
+        Some(process) => {
+            error.with("function", process.function.as_str()).with("key", process.key.as_str())
+        }
+        None => error,
+    }
+}
+
+pub async fn transact(
+    State(coordinator): Shared,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body: TransactionBody = parse(bytes)?;
+    let presented = wire::parse_token(body.after.as_deref())?;
+    if let Some(token) = &presented {
+        coordinator.observe(token).await?;
+    }
+    let requests = requests(body.events, presented.as_ref())?;
+    let processes: Vec<ProcessId> = requests.iter().map(|r| r.process.clone()).collect();
+    let span = tracing::info_span!("transaction", events = requests.len());
+    let answer = tracing::Instrument::instrument(coordinator.transact(requests), span)
+        .await
+        .map_err(|e| name_failing(ApiError::from(e), &processes))?;
+    ok(committed(&answer, presented.as_ref()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeginBody {
+    /// Roll back after this long idle (bounded by the server).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+pub async fn begin(State(coordinator): Shared, bytes: Result<Bytes, BytesRejection>) -> ApiResult {
+    let bytes = crate::routes::body(bytes)?;
+    let body: BeginBody = if bytes.is_empty() {
+        BeginBody::default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("invalid request body: {e}"))
+        })?
+    };
+    let (id, timeout) = coordinator.begin(body.timeout_ms.map(Duration::from_millis))?;
+    let answer = json!({ "id": id, "timeout_ms": timeout.as_millis() as u64 });
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+pub async fn add(
+    State(coordinator): Shared,
+    ApiPath(id): ApiPath<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let event: BulkEvent = parse(bytes)?;
+    let request = wire::bulk_request(event)?;
+    let tentative = blocking(&coordinator, move |c| c.add(&id, request)).await?;
+    ok(json!({
+        "function": tentative.function,
+        "key": tentative.key,
+        "version": tentative.version,
+        "state": wire::raw(&tentative.state),
+        "reply": tentative.reply.as_deref().map(wire::raw),
+        "emitted": tentative.emitted,
+        "tentative": true,
+    }))
+}
+
+pub async fn show(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> ApiResult {
+    let (events, touched) = coordinator.transaction_events(&id)?;
+    let touched: Vec<Value> = touched
+        .iter()
+        .map(|(p, read, now)| {
+            json!({ "function": p.function, "key": p.key, "read_version": read, "version": now })
+        })
+        .collect();
+    ok(json!({ "id": id, "events": events, "processes": touched }))
+}
+
+pub async fn commit(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> ApiResult {
+    let answer = coordinator.commit(&id).await?;
+    ok(committed(&answer, None))
+}
+
+pub async fn rollback(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> ApiResult {
+    let events = coordinator.rollback(&id)?;
+    ok(json!({ "id": id, "rolled_back": true, "events": events }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphQuery {
+    direction: Option<String>,
+    depth: Option<u32>,
+    format: Option<String>,
+}
+
+pub async fn graph(
+    State(coordinator): Shared,
+    ApiPath(seq): ApiPath<String>,
+    query: Result<Query<GraphQuery>, QueryRejection>,
+) -> ApiResult {
+    let query = query_of(query)?;
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| ApiError::bad_request("bad_request", format!("`{seq}` is not a seq")))?;
+    let direction = match query.direction.as_deref() {
+        None | Some("causes") => Direction::Causes,
+        Some("effects") => Direction::Effects,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`direction` is `causes` or `effects`, not `{other}`"),
+            ));
+        }
+    };
+    let dot = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("dot") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`format` is `json` or `dot`, not `{other}`"),
+            ));
+        }
+    };
+    let depth = query.depth.unwrap_or(1);
+    let graph = blocking(&coordinator, move |c| c.graph(Seq(seq), direction, depth)).await?;
+    if dot {
+        Ok(([(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], graph.to_dot())
+            .into_response())
+    } else {
+        ok(graph)
+    }
+}
+
+/// One process named in a consistent read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Named {
+    function: String,
+    key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CutBody {
+    processes: Vec<Named>,
+    #[serde(default)]
+    after: Option<String>,
+}
+
+pub async fn read_cut(
+    State(coordinator): Shared,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body: CutBody = parse(bytes)?;
+    if body.processes.is_empty() || body.processes.len() > MAX_BULK_EVENTS {
+        return Err(ApiError::bad_request(
+            "bad_request",
+            format!("name 1 to {MAX_BULK_EVENTS} processes"),
+        ));
+    }
+    let presented = wire::parse_token(body.after.as_deref())?;
+    if let Some(token) = &presented {
+        coordinator.observe(token).await?;
+    }
+    let processes = body
+        .processes
+        .iter()
+        .map(|p| wire::process_id(&p.function, &p.key))
+        .collect::<Result<Vec<_>, _>>()?;
+    let asked = processes.clone();
+    let cut = blocking(&coordinator, move |c| c.read_cut(&asked)).await?;
+    let token = CausalToken::at(cut.seq).merge(&presented.unwrap_or_default());
+    let states: Vec<Value> = processes
+        .iter()
+        .zip(&cut.states)
+        .map(|(process, read)| json!(wire::head(process, read, token.clone())))
+        .collect();
+    ok(json!({ "cut": cut.seq, "states": states, "token": token.to_string() }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn dead_letters(
+    State(coordinator): Shared,
+    query: Result<Query<DeadLetterQuery>, QueryRejection>,
+) -> ApiResult {
+    let query = query_of(query)?;
+    let limit = page_limit(query.limit)?;
+    let after = query.after.as_deref().map(origin).transpose()?;
+    let letters = blocking(&coordinator, move |c| c.dead_letters(after, limit)).await?;
+    let next = (letters.len() == limit)
+        .then(|| letters.last().map(|l| l.entry.origin.to_string()))
+        .flatten();
+    let list: Vec<Value> = letters.iter().map(wire::dead_letter).collect();
+    ok(json!({ "dead_letters": list, "next_after": next }))
+}
+
+pub async fn redrive(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> ApiResult {
+    let origin = origin(&id)?;
+    let letter = blocking(&coordinator, move |c| c.redrive(origin)).await?;
+    let answer = json!({ "redriven": wire::dead_letter(&letter) });
+    Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response())
+}
+
+fn origin(text: &str) -> Result<Origin, ApiError> {
+    text.parse::<Origin>().map_err(|message| ApiError::bad_request("bad_request", message))
+}
