@@ -50,7 +50,7 @@ const REHYDRATE_EVENTS: u64 = 10_000;
 pub(crate) struct Options {
     #[command(flatten)]
     paths: crate::Paths,
-    /// The folder with the components counter.wasm and planes.wasm.
+    /// The folder with the components counter.wasm, planes.wasm and airports.wasm.
     #[arg(long, default_value_os_t = crate::workspace_root().join("target/functions"))]
     functions: PathBuf,
     /// The flights of 2013.
@@ -92,6 +92,7 @@ pub(crate) fn main(options: Options) -> anyhow::Result<()> {
         ("julato binary", &options.paths.julato),
         ("component", &options.functions.join("counter.wasm")),
         ("component", &options.functions.join("planes.wasm")),
+        ("component", &options.functions.join("airports.wasm")),
         ("data file", &options.flights),
     ])?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -656,11 +657,15 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let api = Api::new(&client, &server);
     let counter = std::fs::read(options.functions.join("counter.wasm"))?;
     let planes = std::fs::read(options.functions.join("planes.wasm"))?;
+    let airports = std::fs::read(options.functions.join("airports.wasm"))?;
     api.deploy_counter(&counter).await?;
-    for function in ["planes", "flights"] {
+    // `planes` emits to `airports`; those deliveries run beside the measured load.
+    for (function, component) in
+        [("planes", &planes), ("flights", &planes), ("airports", &airports)]
+    {
         let response = client
             .put(format!("{base}/v1/functions/{function}"))
-            .body(planes.clone())
+            .body(component.clone())
             .send()
             .await?;
         ensure!(response.status().is_success(), "deploying {function}: {}", response.status());

@@ -44,6 +44,13 @@ pub struct ServeArgs {
     /// recently used.
     #[arg(long, default_value_t = 512)]
     state_memory_mib: usize,
+    /// Most emits between a client's event and a delivered one; an emit past
+    /// it becomes a `hop_limit` dead letter.
+    #[arg(long, default_value_t = 32)]
+    max_hops: u32,
+    /// An interactive transaction idle this many seconds rolls back.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    transaction_timeout_secs: u64,
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -90,6 +97,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     config.memory_budget = args.state_memory_mib << 20;
+    config.max_hops = args.max_hops;
+    config.transaction_timeout = std::time::Duration::from_secs(args.transaction_timeout_secs);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -527,6 +527,16 @@ mod tests {
             ("/v1/checkpoints", "get"),
             ("/v1/restore", "post"),
             ("/v1/restores", "get"),
+            ("/v1/transactions", "post"),
+            ("/v1/transactions/begin", "post"),
+            ("/v1/transactions/{id}", "get"),
+            ("/v1/transactions/{id}/events", "post"),
+            ("/v1/transactions/{id}/commit", "post"),
+            ("/v1/transactions/{id}/rollback", "post"),
+            ("/v1/events/{seq}/graph", "get"),
+            ("/v1/states", "post"),
+            ("/v1/dead-letters", "get"),
+            ("/v1/dead-letters/{id}/redrive", "post"),
         ];
         for (path, method) in routes {
             assert!(spec["paths"][path][method].is_object(), "{method} {path} is not described");
