@@ -48,6 +48,23 @@ pub struct Tentative {
     pub emitted: usize,
 }
 
+/// A process an open transaction touched.
+#[derive(Debug, Clone)]
+pub struct Touched {
+    pub process: ProcessId,
+    /// The committed version the transaction first read.
+    pub read_version: Version,
+    /// Its version after the transaction's events so far.
+    pub version: Version,
+}
+
+/// What an open transaction holds so far.
+#[derive(Debug, Clone)]
+pub struct OpenTransaction {
+    pub events: usize,
+    pub touched: Vec<Touched>,
+}
+
 /// One open interactive transaction.
 struct Open {
     events: Vec<SendRequest>,
@@ -198,15 +215,19 @@ impl Coordinator {
     ///
     /// # Errors
     /// [`Error::UnknownTransaction`].
-    pub fn transaction_events(
-        &self,
-        id: &str,
-    ) -> Result<(usize, Vec<(ProcessId, u64, u64)>), Error> {
+    pub fn open_transaction(&self, id: &str) -> Result<OpenTransaction, Error> {
         let mut open = self.sessions.open.lock();
         let session = live(&mut open, id)?;
-        let touched =
-            session.touched.iter().map(|(p, (read, now, _))| (p.clone(), read.0, now.0)).collect();
-        Ok((session.events.len(), touched))
+        let touched = session
+            .touched
+            .iter()
+            .map(|(p, (read, now, _))| Touched {
+                process: p.clone(),
+                read_version: *read,
+                version: *now,
+            })
+            .collect();
+        Ok(OpenTransaction { events: session.events.len(), touched })
     }
 
     /// Commits an interactive transaction: every process it touched must still

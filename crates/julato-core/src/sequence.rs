@@ -58,6 +58,24 @@ impl Sequencer {
         Allocation { seq: Seq(seq), time }
     }
 
+    /// Reserves `n` consecutive seqs, with their times, at once: a
+    /// transaction's events take them, so that no other event's seq falls
+    /// between two of its own and the watermark, a prefix of the log, never
+    /// ends inside it.
+    pub fn allocate_many(&self, n: usize) -> Vec<Allocation> {
+        let reading = self.clock.now();
+        let mut state = self.state.lock();
+        (0..n)
+            .map(|_| {
+                let seq = state.next;
+                state.next += 1;
+                let time = state.clock.tick(reading);
+                state.in_flight.insert(seq, time);
+                Allocation { seq: Seq(seq), time }
+            })
+            .collect()
+    }
+
     /// Marks a reserved seq as given up: its event was rejected or its commit
     /// failed, so it will never be in the log.
     pub fn settle(&self, seq: Seq) {

@@ -113,7 +113,7 @@ async fn run(
                     let event_type = entry.event_type.clone();
                     let payload = entry.payload.clone();
                     let mut request = SendRequest::new(process, event_type, payload);
-                    request.delivery = Some(entry);
+                    request.delivery = Some(Box::new(entry));
                     requests.push(request);
                 }
                 Err(error) => {

@@ -49,7 +49,7 @@ pub struct SendRequest {
     /// The newest event of the causal token the client presented, recorded as a cause.
     pub after: Option<Seq>,
     /// Set when this event delivers an emitted one: the outbox entry it consumes.
-    pub delivery: Option<OutboxEntry>,
+    pub delivery: Option<Box<OutboxEntry>>,
 }
 
 impl SendRequest {
@@ -661,6 +661,8 @@ struct Batch {
     idempotent: HashMap<(ProcessId, String), Applied>,
     /// Emitted events this batch delivered (or dead-lettered).
     delivered: HashSet<Origin>,
+    /// Seqs reserved for the batch's events, taken in order (a transaction's).
+    reserved: std::collections::VecDeque<julato_core::Allocation>,
 }
 
 impl Shard {
@@ -953,7 +955,7 @@ impl Shard {
             Ok(_) => return Err(SendError::AlreadyDelivered(origin.to_string())),
             Err(e) => return Err(SendError::Storage(e.to_string())),
         }
-        let answer = self.apply_event(request, Some(&entry), batch, in_flight);
+        let answer = self.apply_event(request, Some(&*entry), batch, in_flight);
         match &answer {
             Ok(_) => {}
             Err(error) if error.is_transient() => return answer,
@@ -964,7 +966,7 @@ impl Shard {
                 );
                 let time = self.sequencer.last_time();
                 batch.commit.dead_letters.push(DeadLetter {
-                    entry,
+                    entry: *entry,
                     code: error.code().to_owned(),
                     message: error.to_string(),
                     time,
@@ -980,7 +982,8 @@ impl Shard {
     /// of its own, committed alone and waited for, so the states it installs
     /// in other shards' maps are durable before those shards go on.
     fn transact(&mut self, requests: Vec<SendRequest>) -> Result<Committed, TransactionFailed> {
-        let mut batch = Batch::default();
+        let reserved = self.sequencer.allocate_many(requests.len()).into();
+        let mut batch = Batch { reserved, ..Batch::default() };
         let mut events = Vec::with_capacity(requests.len());
         let mut previous: Option<Seq> = None;
         let mut first: Option<Seq> = None;
@@ -1001,11 +1004,14 @@ impl Shard {
                 }
                 Err(error) => {
                     self.sequencer.settle_all(batch.seqs.iter().copied());
+                    self.sequencer.settle_all(batch.reserved.iter().map(|a| a.seq));
                     self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                     return Err(TransactionFailed { index: Some(index), error });
                 }
             }
         }
+        // Seqs of events answered from their idempotency key are not used.
+        self.sequencer.settle_all(batch.reserved.drain(..).map(|a| a.seq));
         for record in &mut batch.commit.records {
             record.transaction = first;
         }
@@ -1079,7 +1085,7 @@ impl Shard {
         };
         check_expected_version(current.version, request.expected_version)?;
 
-        let allocation = self.sequencer.allocate();
+        let allocation = batch.reserved.pop_front().unwrap_or_else(|| self.sequencer.allocate());
         let version = current.version.next();
         let ctx = HandlerContext {
             function: process.function.as_str().to_owned(),

@@ -148,14 +148,20 @@ pub async fn add(
 }
 
 pub async fn show(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> ApiResult {
-    let (events, touched) = coordinator.transaction_events(&id)?;
-    let touched: Vec<Value> = touched
+    let open = coordinator.open_transaction(&id)?;
+    let touched: Vec<Value> = open
+        .touched
         .iter()
-        .map(|(p, read, now)| {
-            json!({ "function": p.function, "key": p.key, "read_version": read, "version": now })
+        .map(|t| {
+            json!({
+                "function": t.process.function,
+                "key": t.process.key,
+                "read_version": t.read_version,
+                "version": t.version,
+            })
         })
         .collect();
-    ok(json!({ "id": id, "events": events, "processes": touched }))
+    ok(json!({ "id": id, "events": open.events, "processes": touched }))
 }
 
 pub async fn commit(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> ApiResult {
