@@ -3,7 +3,7 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-unknown-unknown
 # Example functions (members of the functions/ workspace) built by `make functions`.
-FUNCTIONS := counter planes account hostile airports
+FUNCTIONS := counter planes account hostile airports relay
 # The functions workspace builds in its own target dir, so it never waits for the
 # root workspace's build lock.
 WASM_DIR := target/wasm/$(WASM_TARGET)/release

@@ -111,20 +111,42 @@ impl Client {
         what: &str,
         response: reqwest::Result<reqwest::blocking::Response>,
     ) -> anyhow::Result<Value> {
+        let text = self.answer_text(what, response)?;
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// The text of a successful answer; an error answer becomes an error that
+    /// keeps the server's code and, for a transaction, the failing event.
+    fn answer_text(
+        &self,
+        what: &str,
+        response: reqwest::Result<reqwest::blocking::Response>,
+    ) -> anyhow::Result<String> {
         let response =
             response.with_context(|| format!("cannot reach the Julato server at {}", self.base))?;
         let status = response.status();
         let text = response.text().context("reading the answer")?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if status.is_success() {
-            return Ok(body);
+            return Ok(text);
         }
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         match body.get("error") {
-            Some(error) => bail!(
-                "{what} failed ({status}, {}): {}",
-                error["code"].as_str().unwrap_or("?"),
-                error["message"].as_str().unwrap_or("")
-            ),
+            Some(error) => {
+                let failing = match (error.get("event"), error.get("function"), error.get("key")) {
+                    (Some(index), Some(function), Some(key)) => format!(
+                        " at event {index} ({}/{})",
+                        function.as_str().unwrap_or("?"),
+                        key.as_str().unwrap_or("?")
+                    ),
+                    (Some(index), _, _) => format!(" at event {index}"),
+                    _ => String::new(),
+                };
+                bail!(
+                    "{what} failed ({status}, {}){failing}: {}",
+                    error["code"].as_str().unwrap_or("?"),
+                    error["message"].as_str().unwrap_or("")
+                )
+            }
             None => bail!("{what} failed ({status}): {body}"),
         }
     }
@@ -228,5 +250,74 @@ impl Client {
             path.push_str(&format!("&branch={branch}"));
         }
         self.get("log", &path)
+    }
+
+    /// Applies several events as one transaction: all are stored or none.
+    pub fn transact(&self, body: &Value) -> anyhow::Result<Value> {
+        self.post("transaction", "/v1/transactions", body)
+    }
+
+    /// Opens an interactive transaction.
+    pub fn begin(&self, timeout_ms: Option<u64>) -> anyhow::Result<Value> {
+        let body = match timeout_ms {
+            Some(ms) => json!({ "timeout_ms": ms }),
+            None => json!({}),
+        };
+        self.post("begin", "/v1/transactions/begin", &body)
+    }
+
+    /// Adds one event, with its `function` and `key`, to an open transaction.
+    pub fn add(&self, id: &str, event: &Value) -> anyhow::Result<Value> {
+        self.post("add", &format!("/v1/transactions/{}/events", encode(id)), event)
+    }
+
+    pub fn commit(&self, id: &str) -> anyhow::Result<Value> {
+        self.post("commit", &format!("/v1/transactions/{}/commit", encode(id)), &json!({}))
+    }
+
+    pub fn rollback(&self, id: &str) -> anyhow::Result<Value> {
+        self.post("rollback", &format!("/v1/transactions/{}/rollback", encode(id)), &json!({}))
+    }
+
+    pub fn transaction(&self, id: &str) -> anyhow::Result<Value> {
+        self.get("transaction", &format!("/v1/transactions/{}", encode(id)))
+    }
+
+    /// The causes (or effects) of an event as JSON, or as Graphviz text if `dot`.
+    pub fn graph(&self, seq: u64, effects: bool, depth: u32, dot: bool) -> anyhow::Result<Value> {
+        let direction = if effects { "effects" } else { "causes" };
+        let format = if dot { "dot" } else { "json" };
+        let url = format!(
+            "{}/v1/events/{seq}/graph?direction={direction}&depth={depth}&format={format}",
+            self.base
+        );
+        let text = self.answer_text("graph", self.http.get(url).send())?;
+        if dot {
+            return Ok(Value::String(text));
+        }
+        serde_json::from_str(&text).context("the graph answer is not JSON")
+    }
+
+    pub fn dead_letters(&self, after: Option<&str>, limit: usize) -> anyhow::Result<Value> {
+        let mut path = format!("/v1/dead-letters?limit={limit}");
+        if let Some(after) = after {
+            path.push_str(&format!("&after={}", encode(after)));
+        }
+        self.get("dead letters", &path)
+    }
+
+    pub fn redrive(&self, id: &str) -> anyhow::Result<Value> {
+        self.post("redrive", &format!("/v1/dead-letters/{}/redrive", encode(id)), &json!({}))
+    }
+
+    /// Reads several processes at one consistent cut of the log.
+    pub fn read(&self, processes: &[(&str, &str)], after: Option<&str>) -> anyhow::Result<Value> {
+        let list: Vec<Value> =
+            processes.iter().map(|(f, k)| json!({ "function": f, "key": k })).collect();
+        let mut body = json!({ "processes": list });
+        if let Some(after) = after {
+            body["after"] = Value::String(after.to_owned());
+        }
+        self.post("read", "/v1/states", &body)
     }
 }

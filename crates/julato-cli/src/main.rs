@@ -6,6 +6,7 @@ mod client;
 mod ingest;
 mod output;
 mod serve;
+mod tx;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,49 @@ enum Command {
         /// Fail with a conflict unless the process is at this version.
         #[arg(long)]
         expected_version: Option<u64>,
+        /// Apply the event only once the server has seen this token (from an
+        /// earlier answer), so that it comes after what the token names.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Apply events as one transaction (all or none): `julato tx FILE`, or
+    /// interactively with `tx begin`, `tx add`, `tx commit`, `tx rollback`.
+    Tx(tx::TxArgs),
+    /// Read several processes at one consistent cut of the log.
+    Read {
+        /// The processes, each as FUNCTION/KEY.
+        #[arg(required = true)]
+        processes: Vec<String>,
+        /// Read only once the server has seen this token.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Print the causes (or effects) of an event as a graph.
+    Graph {
+        /// The event's seq.
+        seq: u64,
+        /// Follow effects (what the event caused) instead of causes.
+        #[arg(long)]
+        effects: bool,
+        /// How many hops to follow (the server allows at most 64).
+        #[arg(long, default_value_t = 1)]
+        depth: u32,
+        /// Print Graphviz DOT text, as in `julato graph 1 --effects --dot | dot -Tsvg`.
+        #[arg(long)]
+        dot: bool,
+    },
+    /// List emitted events that could not be delivered.
+    DeadLetters {
+        /// Show dead letters after this id (SEQ.INDEX).
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Deliver a dead letter again, asynchronously.
+    Redrive {
+        /// The dead letter's id, SEQ.INDEX.
+        id: String,
     },
     /// Print a process's state, now or as of an earlier point.
     State {
@@ -140,17 +184,43 @@ fn run_client(client: &Client, json: bool, command: Command) -> anyhow::Result<(
     match command {
         Command::Serve(_) => unreachable!("serve is handled before"),
         Command::Deploy { name, file } => out.deployed(&client.deploy(&name, &file)?),
-        Command::Send { process, event_type, data, bytes, idempotency_key, expected_version } => {
+        Command::Send {
+            process,
+            event_type,
+            data,
+            bytes,
+            idempotency_key,
+            expected_version,
+            after,
+        } => {
             let (function, key) = client::split_process(&process)?;
-            let body = client::event_body(
+            let mut body = client::event_body(
                 &event_type,
                 data.as_deref(),
                 bytes,
                 idempotency_key,
                 expected_version,
             )?;
+            if let Some(after) = after {
+                body["after"] = serde_json::Value::String(after);
+            }
             out.applied(&client.send(function, key, &body)?)
         }
+        Command::Tx(args) => tx::run(client, &out, args),
+        Command::Read { processes, after } => {
+            let pairs = processes
+                .iter()
+                .map(|p| client::split_process(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.cut(&client.read(&pairs, after.as_deref())?)
+        }
+        Command::Graph { seq, effects, depth, dot } => {
+            out.graph(&client.graph(seq, effects, depth, dot)?)
+        }
+        Command::DeadLetters { after, limit } => {
+            out.dead_letters(&client.dead_letters(after.as_deref(), limit)?)
+        }
+        Command::Redrive { id } => out.redriven(&client.redrive(&id)?),
         Command::State { process, point } => {
             let (function, key) = client::split_process(&process)?;
             out.state(&client.state(function, key, &point)?)

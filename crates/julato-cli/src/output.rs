@@ -1,6 +1,8 @@
 //! How answers are printed: readable tables by default, the server's JSON with
 //! `--json`.
 
+use std::io::Write as _;
+
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 use serde_json::Value;
@@ -22,6 +24,20 @@ fn cell(value: &Value) -> String {
                 text
             }
         }
+    }
+}
+
+/// An answer's `function` and `key` as FUNCTION/KEY.
+fn process(value: &Value) -> String {
+    format!("{}/{}", cell(&value["function"]), cell(&value["key"]))
+}
+
+/// An event's data, marking raw bytes as base64.
+fn data(event: &Value) -> String {
+    if event.get("data_base64").is_some() {
+        format!("base64:{}", cell(&event["data_base64"]))
+    } else {
+        cell(&event["data"])
     }
 }
 
@@ -98,6 +114,7 @@ impl Output {
             ("seq", cell(&value["seq"])),
             ("updated", cell(&value["updated"])),
             ("function version", cell(&value["function_version"])),
+            ("token", cell(&value["token"])),
         ];
         println!("{}", pairs(&rows));
         println!("{}", serde_json::to_string_pretty(&value["state"])?);
@@ -228,6 +245,184 @@ impl Output {
         if let Some(next) = value["next_after"].as_str() {
             eprintln!("more: --after {next}");
         }
+        Ok(())
+    }
+
+    /// A committed transaction: one row per event, then its id and token.
+    pub fn committed(&self, value: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return self.raw(value);
+        }
+        let mut table = table(&["#", "process", "seq", "version", "state", "reply"]);
+        for (index, event) in value["events"].as_array().into_iter().flatten().enumerate() {
+            let mut seq = cell(&event["seq"]);
+            if event["deduplicated"].as_bool() == Some(true) {
+                seq.push_str(" (deduplicated)");
+            }
+            table.add_row(vec![
+                index.to_string(),
+                process(event),
+                seq,
+                cell(&event["version"]),
+                cell(&event["state"]),
+                cell(&event["reply"]),
+            ]);
+        }
+        println!("{table}");
+        println!("transaction {}  token {}", cell(&value["transaction"]), cell(&value["token"]));
+        Ok(())
+    }
+
+    /// A new interactive transaction: its bare id on stdout, for scripts.
+    pub fn begun(&self, value: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return self.raw(value);
+        }
+        println!("{}", cell(&value["id"]));
+        eprintln!("rolls back after {} ms idle", cell(&value["timeout_ms"]));
+        Ok(())
+    }
+
+    /// The tentative answer to an event added to an open transaction.
+    pub fn tentative(&self, value: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return self.raw(value);
+        }
+        let rows = [
+            ("process", process(value)),
+            ("version", format!("{} (tentative)", cell(&value["version"]))),
+            ("state", cell(&value["state"])),
+            ("reply", cell(&value["reply"])),
+            ("emitted", cell(&value["emitted"])),
+        ];
+        println!("{}", pairs(&rows));
+        Ok(())
+    }
+
+    pub fn rolled_back(&self, value: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return self.raw(value);
+        }
+        println!(
+            "rolled back transaction {} ({} events dropped)",
+            cell(&value["id"]),
+            cell(&value["events"])
+        );
+        Ok(())
+    }
+
+    /// An open transaction: its event count and the processes it touched.
+    pub fn transaction(&self, value: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return self.raw(value);
+        }
+        println!("transaction {}: {} events", cell(&value["id"]), cell(&value["events"]));
+        let mut table = table(&["process", "read version", "tentative version"]);
+        for p in value["processes"].as_array().into_iter().flatten() {
+            table.add_row(vec![process(p), cell(&p["read_version"]), cell(&p["version"])]);
+        }
+        println!("{table}");
+        Ok(())
+    }
+
+    /// A causal graph: its nodes, then its edges. DOT text is printed raw.
+    pub fn graph(&self, value: &Value) -> anyhow::Result<()> {
+        if let Value::String(dot) = value {
+            // Piped into `dot`, which may exit early: a closed pipe is no error.
+            let mut stdout = std::io::stdout().lock();
+            let newline = if dot.ends_with('\n') { "" } else { "\n" };
+            return match write!(stdout, "{dot}{newline}").and_then(|()| stdout.flush()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => Ok(other?),
+            };
+        }
+        if self.json {
+            return self.raw(value);
+        }
+        println!(
+            "{} of seq {}, depth {}",
+            cell(&value["direction"]),
+            cell(&value["root"]),
+            cell(&value["depth"])
+        );
+        let mut nodes = table(&["seq", "depth", "process", "version", "type", "transaction"]);
+        for n in value["nodes"].as_array().into_iter().flatten() {
+            nodes.add_row(vec![
+                cell(&n["seq"]),
+                cell(&n["depth"]),
+                process(n),
+                cell(&n["version"]),
+                cell(&n["type"]),
+                cell(&n["transaction"]),
+            ]);
+        }
+        println!("{nodes}");
+        let mut edges = table(&["cause", "effect", "kind"]);
+        for e in value["edges"].as_array().into_iter().flatten() {
+            edges.add_row(vec![cell(&e["cause"]), cell(&e["effect"]), cell(&e["kind"])]);
+        }
+        println!("{edges}");
+        if value["truncated"].as_bool() == Some(true) {
+            eprintln!("truncated: the graph has more nodes than shown");
+        }
+        Ok(())
+    }
+
+    pub fn dead_letters(&self, value: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return self.raw(value);
+        }
+        let mut table = table(&["id", "target", "type", "data", "hops", "code", "message", "time"]);
+        for d in value["dead_letters"].as_array().into_iter().flatten() {
+            table.add_row(vec![
+                cell(&d["id"]),
+                process(d),
+                cell(&d["type"]),
+                data(d),
+                cell(&d["hops"]),
+                cell(&d["code"]),
+                cell(&d["message"]),
+                cell(&d["time"]),
+            ]);
+        }
+        println!("{table}");
+        if let Some(next) = value["next_after"].as_str() {
+            eprintln!("more: --after {next}");
+        }
+        Ok(())
+    }
+
+    pub fn redriven(&self, value: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return self.raw(value);
+        }
+        let d = &value["redriven"];
+        println!(
+            "redriving {}: {} to {} (delivered asynchronously)",
+            cell(&d["id"]),
+            cell(&d["type"]),
+            process(d)
+        );
+        Ok(())
+    }
+
+    /// A consistent read: the cut, then one row per process.
+    pub fn cut(&self, value: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return self.raw(value);
+        }
+        println!("cut at seq {}  token {}", cell(&value["cut"]), cell(&value["token"]));
+        let mut table = table(&["process", "version", "seq", "state", "updated"]);
+        for s in value["states"].as_array().into_iter().flatten() {
+            table.add_row(vec![
+                process(s),
+                format!("{} of {}", cell(&s["version"]), cell(&s["newest_version"])),
+                cell(&s["seq"]),
+                cell(&s["state"]),
+                cell(&s["updated"]),
+            ]);
+        }
+        println!("{table}");
         Ok(())
     }
 

