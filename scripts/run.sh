@@ -37,6 +37,12 @@ for f in counter planes account airports; do
 done
 "$julato" send counter/hello Say '{"text": "hello"}'
 "$julato" ingest planes data/flights-2013-01.csv --key-column tailnum --type Flight
+# A transfer as one transaction, and what the first flight (seq 2) caused.
+"$julato" send account/alice Deposit '{"amount": 100}'
+echo '[{"function": "account", "key": "alice", "type": "Withdraw", "data": {"amount": 30}},
+       {"function": "account", "key": "bob", "type": "Deposit", "data": {"amount": 30}}]' |
+  "$julato" tx -
+"$julato" graph 2 --effects
 
 cat <<TIPS
 
@@ -47,10 +53,12 @@ Julato is serving at $JULATO_URL (data in $data). Try, in another terminal:
   $julato history planes/N14228 --limit 5       # the events that built it
   $julato state planes/N14228 --version 1       # the same plane after its first flight
   $julato state airports/EWR                    # departures and arrivals, fed by planes' emitted events
+  $julato graph 2 --effects --dot               # the first flight and the events it emitted, as Graphviz
+  $julato read account/alice account/bob        # two processes at one consistent cut
+  $julato dead-letters                          # emitted events their target refused
   $julato checkpoint                            # a consistent cut of every process
   $julato processes planes --limit 10           # planes seen so far
   $julato send counter/hello Say '{"text": "again"}'
-  $julato send account/alice Deposit '{"amount": 100}'
   $julato send account/alice Withdraw '{"amount": 500}'   # rejected: overdraft
   curl -s $JULATO_URL/v1/functions/counter/processes/hello
   curl -s $JULATO_URL/v1/log?limit=3

@@ -105,7 +105,13 @@ pub enum Error {
         Some(index) => format!("event {index} of the transaction failed, nothing was committed: {}", .source),
         None => format!("the transaction failed, nothing was committed: {}", .source),
     })]
-    Transaction { index: Option<usize>, source: SendError },
+    Transaction {
+        /// Position of the failing event in the transaction, if one failed.
+        index: Option<usize>,
+        /// The process that event went to.
+        process: Option<ProcessId>,
+        source: SendError,
+    },
     #[error("a transaction holds at most {limit} events, not {count}")]
     TooManyEvents { count: usize, limit: usize },
     #[error("no open transaction `{0}` (it may have been committed, rolled back or timed out)")]

@@ -104,10 +104,12 @@ impl Coordinator {
         if requests.len() > MAX_EVENTS {
             return Err(Error::TooManyEvents { count: requests.len(), limit: MAX_EVENTS });
         }
-        self.managers
-            .transact(requests)
-            .await
-            .map_err(|failed| Error::Transaction { index: failed.index, source: failed.error })
+        let processes: Vec<ProcessId> = requests.iter().map(|r| r.process.clone()).collect();
+        self.managers.transact(requests).await.map_err(|failed| Error::Transaction {
+            index: failed.index,
+            process: failed.index.and_then(|i| processes.get(i).cloned()),
+            source: failed.error,
+        })
     }
 
     /// Opens an interactive transaction that rolls back once idle for `timeout`

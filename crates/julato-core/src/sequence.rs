@@ -168,6 +168,26 @@ mod tests {
     }
 
     #[test]
+    fn a_block_is_consecutive_and_no_watermark_ends_inside_it() {
+        let clock = Arc::new(Manual(AtomicU64::new(10)));
+        let seqs = Sequencer::new(Seq(0), EventTime(0), clock);
+        let block = seqs.allocate_many(3);
+        let other = seqs.allocate();
+        let numbers: Vec<Seq> = block.iter().map(|a| a.seq).collect();
+        assert_eq!(numbers, [Seq(1), Seq(2), Seq(3)]);
+        assert_eq!(other.seq, Seq(4));
+        assert!(block.windows(2).all(|w| w[0].time <= w[1].time) && block[2].time <= other.time);
+        // Another event commits first: the watermark stays below the block.
+        seqs.commit_all([other.seq]);
+        assert_eq!(seqs.watermark(), Seq(0));
+        // The block's last seq was not needed: given up, then the rest commits at once.
+        seqs.settle(block[2].seq);
+        assert_eq!(seqs.watermark(), Seq(0));
+        seqs.commit_all([block[0].seq, block[1].seq]);
+        assert_eq!(seqs.watermark(), Seq(4));
+    }
+
+    #[test]
     fn times_follow_seqs_even_when_the_clock_goes_back() {
         let clock = Arc::new(Manual(AtomicU64::new(1_000)));
         let seqs = Sequencer::new(Seq(0), EventTime(0), clock.clone());

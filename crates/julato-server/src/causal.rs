@@ -11,7 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use julato_coordinator::graph::Direction;
 use julato_coordinator::{Committed, Coordinator, SendRequest};
-use julato_core::{CausalToken, Origin, ProcessId, Seq};
+use julato_core::{CausalToken, Origin, Seq};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -77,17 +77,6 @@ fn committed(committed: &Committed, presented: Option<&CausalToken>) -> Value {
     })
 }
 
-/// Adds the failing event's process to a transaction error.
-fn name_failing(error: ApiError, processes: &[ProcessId]) -> ApiError {
-    let failing = error.details.get("event").and_then(Value::as_u64).map(|i| i as usize);
-    match failing.and_then(|i| processes.get(i)) {
-        Some(process) => {
-            error.with("function", process.function.as_str()).with("key", process.key.as_str())
-        }
-        None => error,
-    }
-}
-
 pub async fn transact(
     State(coordinator): Shared,
     bytes: Result<Bytes, BytesRejection>,
@@ -98,11 +87,10 @@ pub async fn transact(
         coordinator.observe(token).await?;
     }
     let requests = requests(body.events, presented.as_ref())?;
-    let processes: Vec<ProcessId> = requests.iter().map(|r| r.process.clone()).collect();
     let span = tracing::info_span!("transaction", events = requests.len());
     let answer = tracing::Instrument::instrument(coordinator.transact(requests), span)
         .await
-        .map_err(|e| name_failing(ApiError::from(e), &processes))?;
+        .map_err(ApiError::from)?;
     ok(committed(&answer, presented.as_ref()))
 }
 

@@ -81,7 +81,13 @@ impl From<Error> for ApiError {
         }
         let answer = Self::new(status, code, error.to_string());
         match error {
-            Error::Transaction { index: Some(index), .. } => answer.with("event", index),
+            Error::Transaction { index: Some(index), process, .. } => match process {
+                Some(process) => answer
+                    .with("event", index)
+                    .with("function", process.function.as_str())
+                    .with("key", process.key.as_str()),
+                None => answer.with("event", index),
+            },
             _ => answer,
         }
     }
