@@ -726,3 +726,57 @@ fn consistent_reads_see_whole_transfers() {
     let versions: u64 = got.values().map(|s| as_u64(&s["version"], "version")).sum();
     assert_eq!(versions, KEYS.len() as u64 + 2 * committed, "{got:?}");
 }
+
+#[test]
+fn emits_of_a_transaction_are_sent_only_if_it_commits() {
+    let server = Server::start();
+    for function in ["planes", "airports", "account"] {
+        server.deploy(function);
+    }
+    let flown = flight("N7", "JFK", "ORD", Some(900), Some(4), Some(1100));
+    // The flight emits, then the overdraft fails the transaction: nothing is sent.
+    let failed = transaction(&server, &[flown.clone(), withdraw("poor", 1)]);
+    failed.expect_error(422, "handler_rejected");
+    wait_delivered(&server);
+    assert_eq!(server.state("airports", "JFK").status, 404, "a rolled-back emit was delivered");
+    assert_eq!(delivery(&server)["delivered"], json!(0));
+
+    let committed = transaction(&server, &[flown, deposit("rich", 5)]).ok();
+    let flight_seq = as_u64(&committed["events"][0]["seq"], "seq");
+    wait_delivered(&server);
+    let jfk = server.state("airports", "JFK").ok();
+    assert_eq!(airport(&jfk["state"]), (1, 0, 4));
+    assert!(as_u64(&jfk["seq"], "seq") > flight_seq, "delivered before its cause");
+}
+
+#[test]
+fn a_restore_delivers_again_what_it_took_back() {
+    let server = Server::start();
+    server.deploy("planes");
+    server.deploy("airports");
+    let f = flight("N8", "EWR", "SFO", Some(900), Some(7), Some(1300));
+    let body = json!({ "type": "Flight", "data": f["data"] });
+    let sent = server.send("planes", "N8", &body).ok();
+    let flight_seq = as_u64(&sent["seq"], "seq");
+    wait_delivered(&server);
+    let before = server.state("airports", "EWR").ok();
+    assert_eq!(airport(&before["state"]), (1, 0, 7));
+
+    // Back to just after the flight: its deliveries are archived, and the
+    // emits, whose cause stays, are delivered again, once.
+    server.post_json("/v1/restore", &json!({ "seq": flight_seq })).ok();
+    wait_delivered(&server);
+    let ewr = server.state("airports", "EWR").ok();
+    assert_eq!(airport(&ewr["state"]), (1, 0, 7), "{ewr}");
+    assert_eq!(ewr["version"], json!(1));
+    assert!(as_u64(&ewr["seq"], "seq") > as_u64(&before["seq"], "seq"), "not delivered anew");
+    let sfo = server.state("airports", "SFO").ok();
+    assert_eq!(airport(&sfo["state"]), (0, 1, 0));
+    assert!(dead_letters(&server).is_empty());
+
+    // Back to before the flight: nothing it emitted is delivered again.
+    server.post_json("/v1/restore", &json!({ "seq": flight_seq - 1 })).ok();
+    wait_delivered(&server);
+    assert_eq!(server.state("airports", "EWR").status, 404);
+    assert_eq!(server.state("planes", "N8").status, 404);
+}
