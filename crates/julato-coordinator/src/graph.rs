@@ -190,7 +190,9 @@ impl Coordinator {
     /// # Errors
     /// [`Error::UnknownFunction`], or a failure to rebuild a process.
     pub fn read_cut(&self, processes: &[ProcessId]) -> Result<Cut, Error> {
-        let _timeline = self.timeline.read();
+        // Recursive: the reads below take it again, and a plain read would
+        // wait behind a restore queued in between (a deadlock).
+        let _timeline = self.timeline.read_recursive();
         let cut = self.managers.sequencer().watermark();
         let mut states = Vec::with_capacity(processes.len());
         for process in processes {

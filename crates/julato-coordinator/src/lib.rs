@@ -385,7 +385,7 @@ impl Coordinator {
     /// # Errors
     /// [`Error::UnknownFunction`] or [`Error::UnknownProcess`].
     pub fn state(&self, process: &ProcessId) -> Result<ProcessState, Error> {
-        let _timeline = self.timeline.read();
+        let _timeline = self.timeline.read_recursive();
         // A resident process belongs to a deployed function; `head` checks the
         // function for the others.
         if let Some((head, state)) = self.managers.resident(process) {
@@ -404,7 +404,7 @@ impl Coordinator {
     /// [`Error::OutOfRange`] for a version past the newest or a seq past the
     /// log's end, [`Error::UnknownFunction`] or [`Error::UnknownProcess`].
     pub fn state_at(&self, process: &ProcessId, point: AsOf) -> Result<ProcessState, Error> {
-        let _timeline = self.timeline.read();
+        let _timeline = self.timeline.read_recursive();
         let newest = self.head(process)?;
         let version = self.resolve(process, &newest, point)?;
         if version == newest.version
