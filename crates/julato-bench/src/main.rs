@@ -5,6 +5,7 @@
 //! cargo build --release -p julato-cli -p julato-bench
 //! target/release/julato-bench [suite] [options]   # the whole suite, one table (see `suite`)
 //! target/release/julato-bench history [options]   # long histories (see `history`)
+//! target/release/julato-bench transfers [options] # transfer transactions beside single sends (see `transfers`)
 //! target/release/julato-bench sends [options]     # quick: Say sends beside GET /healthz
 //! ```
 //!
@@ -17,6 +18,7 @@ mod flights;
 mod history;
 mod peers;
 mod suite;
+mod transfers;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -63,6 +65,8 @@ enum Mode {
     History(history::Options),
     /// The quick send benchmark: counter sends beside GET /healthz.
     Sends(Options),
+    /// Two-account transfer transactions per second beside single sends per second.
+    Transfers(transfers::Options),
 }
 
 /// Where the julato binary is, for every mode.
@@ -543,6 +547,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.mode.unwrap_or(Mode::Suite(cli.suite)) {
         Mode::Suite(options) => suite::main(options),
         Mode::History(options) => history::main(options),
+        Mode::Transfers(options) => transfers::main(options),
         Mode::Sends(options) => require_files(&[
             ("julato binary", &options.paths.julato),
             ("component", &options.counter),

@@ -8,6 +8,12 @@
 //! - Spread sends: single `Say` sends to `counter` from 256 connections over
 //!   10,000 processes; events/s, p50, p99.
 //! - Hot key: the same load aimed at one process.
+//! - Transfers: single `Deposit` sends to random accounts of the `account`
+//!   function (1,000 accounts, 256 connections; events/s beside `/healthz`),
+//!   and two-account transfer transactions (`POST /v1/transactions`: a
+//!   `Withdraw` from account A and a `Deposit` to account B, atomically;
+//!   transactions/s beside those single sends/s). The code of
+//!   `julato-bench transfers`.
 //! - Bulk ingestion: every flight of 2013 (336,776 events of the `planes`
 //!   function, keyed by tail number) through `POST /v1/events`, 100,000 events
 //!   per request, two requests in flight; beside the plain Rust fold of the
@@ -24,8 +30,9 @@
 //!
 //! Every answer is checked: non-2xx answers are counted and printed, the
 //! store must hold exactly the events acknowledged, each plane's state after
-//! bulk ingestion must equal the fold's, and the peers must hold every event
-//! they acknowledged.
+//! bulk ingestion must equal the fold's, the accounts' balances must add up
+//! to what was seeded plus the deposits acknowledged, and the peers must hold
+//! every event they acknowledged.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,6 +47,7 @@ use serde_json::{Value, json};
 use crate::flights::{self, Event};
 use crate::history::{self, Api, grouped, load_average};
 use crate::peers;
+use crate::transfers;
 use crate::{BULK_IN_FLIGHT, BULK_REQUEST_TIMEOUT, MAX_BULK_EVENTS, Server, workspace_root};
 
 /// Events of the process that is evicted and rehydrated.
@@ -50,7 +58,7 @@ const REHYDRATE_EVENTS: u64 = 10_000;
 pub(crate) struct Options {
     #[command(flatten)]
     paths: crate::Paths,
-    /// The folder with the components counter.wasm, planes.wasm and airports.wasm.
+    /// The folder with the components counter.wasm, planes.wasm, airports.wasm and account.wasm.
     #[arg(long, default_value_os_t = crate::workspace_root().join("target/functions"))]
     functions: PathBuf,
     /// The flights of 2013.
@@ -68,6 +76,9 @@ pub(crate) struct Options {
     /// Counter processes the spread sends go to.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     processes: u64,
+    /// Accounts the account sends and transfer transactions pick from.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(2..))]
+    accounts: u64,
     /// Flights sent one by one to Julato, NATS and PostgreSQL.
     #[arg(long, default_value_t = 30_000, value_parser = crate::positive)]
     peer_events: usize,
@@ -93,6 +104,7 @@ pub(crate) fn main(options: Options) -> anyhow::Result<()> {
         ("component", &options.functions.join("counter.wasm")),
         ("component", &options.functions.join("planes.wasm")),
         ("component", &options.functions.join("airports.wasm")),
+        ("component", &options.functions.join("account.wasm")),
         ("data file", &options.flights),
     ])?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -110,8 +122,8 @@ pub fn percentile_ms(sorted_micros: &[u32], p: f64) -> f64 {
 
 /// What one HTTP workload measured.
 #[derive(Default)]
-struct Measured {
-    ok: u64,
+pub(crate) struct Measured {
+    pub(crate) ok: u64,
     /// Answers that were not 2xx, by status (0: no answer at all).
     failed: BTreeMap<u16, u64>,
     first_error: Option<String>,
@@ -121,19 +133,19 @@ struct Measured {
 }
 
 impl Measured {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn p(&self, p: f64) -> f64 {
+    pub(crate) fn p(&self, p: f64) -> f64 {
         percentile_ms(&self.latencies, p)
     }
 
-    fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.failed.values().sum()
     }
 
-    fn error_summary(&self) -> String {
+    pub(crate) fn error_summary(&self) -> String {
         if self.failed.is_empty() {
             return "0".into();
         }
@@ -253,22 +265,47 @@ async fn load(
     all
 }
 
-/// Warms up for `--warmup` seconds, then measures `--seconds`. Answers what
-/// was measured and every success including the warm-up's.
-async fn timed(
+/// How a timed HTTP workload runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// Connections kept busy at once.
+    pub(crate) connections: usize,
+    /// Measured seconds.
+    pub(crate) seconds: f64,
+    /// Unmeasured seconds before.
+    pub(crate) warmup: f64,
+}
+
+/// The load generator's HTTP client: one pooled connection per request in
+/// flight.
+pub(crate) fn http_client(
+    connections: usize,
+    timeout: Duration,
+) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .pool_max_idle_per_host(connections)
+        .tcp_nodelay(true)
+        .build()?)
+}
+
+/// Warms up for `warmup` seconds, then measures `seconds`. Answers what was
+/// measured and what the warm-up measured (its successes count as stored).
+pub(crate) async fn timed(
     name: &str,
     client: &reqwest::Client,
-    options: &Options,
+    timing: Timing,
     make: MakeRequest,
 ) -> (Measured, Measured) {
     let next = Arc::new(AtomicU64::new(0));
     let mut warm = Measured::default();
-    if options.warmup > 0.0 {
-        let until = Until::Deadline(Instant::now() + Duration::from_secs_f64(options.warmup));
-        warm = load(client, options.connections, until, &next, &make).await;
+    if timing.warmup > 0.0 {
+        let until = Until::Deadline(Instant::now() + Duration::from_secs_f64(timing.warmup));
+        warm = load(client, timing.connections, until, &next, &make).await;
     }
-    let until = Until::Deadline(Instant::now() + Duration::from_secs_f64(options.seconds));
-    let measured = load(client, options.connections, until, &next, &make).await;
+    let until = Until::Deadline(Instant::now() + Duration::from_secs_f64(timing.seconds));
+    let measured = load(client, timing.connections, until, &next, &make).await;
     report(name, &measured);
     if warm.errors() > 0 {
         eprintln!("  {name}, warm-up: {} errors", warm.error_summary());
@@ -289,7 +326,7 @@ fn report(name: &str, measured: &Measured) {
 }
 
 /// Events stored for `function`: the sum of its processes' versions.
-async fn stored_events(api: &Api, function: &str) -> anyhow::Result<(u64, u64)> {
+pub(crate) async fn stored_events(api: &Api, function: &str) -> anyhow::Result<(u64, u64)> {
     let (mut total, mut processes, mut after) = (0u64, 0u64, None::<String>);
     loop {
         let mut path = format!("/v1/functions/{function}/processes?limit=1000");
@@ -325,7 +362,6 @@ async fn check_stored(
     Ok(stored)
 }
 
-/// The store's commits and fsyncs so far (`GET /v1/managers`).
 /// The store's commits and fsyncs so far (`GET /v1/managers`).
 async fn store_stats(api: &Api) -> anyhow::Result<(u64, u64)> {
     let (_, managers) = api.get("/v1/managers").await?;
@@ -581,19 +617,19 @@ impl Row {
     }
 }
 
-fn per_s(rate: f64) -> String {
+pub(crate) fn per_s(rate: f64) -> String {
     format!("{}/s", history::rate(rate))
 }
 
-fn ms2(ms: f64) -> String {
+pub(crate) fn ms2(ms: f64) -> String {
     format!("{ms:.2} ms")
 }
 
-fn ratio(figure: f64, baseline: f64) -> f64 {
+pub(crate) fn ratio(figure: f64, baseline: f64) -> f64 {
     if baseline > 0.0 { figure / baseline } else { f64::NAN }
 }
 
-fn x(r: f64) -> String {
+pub(crate) fn x(r: f64) -> String {
     if r.is_finite() { format!("{r:.2}x") } else { "-".into() }
 }
 
@@ -646,12 +682,12 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let (wasm, native) = invocations(&options)?;
 
     // Julato over HTTP.
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(BULK_REQUEST_TIMEOUT)
-        .pool_max_idle_per_host(options.connections)
-        .tcp_nodelay(true)
-        .build()?;
+    let client = http_client(options.connections, BULK_REQUEST_TIMEOUT)?;
+    let timing = Timing {
+        connections: options.connections,
+        seconds: options.seconds,
+        warmup: options.warmup,
+    };
     let server = Server::start(&options.paths.julato)?;
     let base = server.url.clone();
     let api = Api::new(&client, &server);
@@ -680,13 +716,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
     let health_url = format!("{base}/healthz");
     let stats_start = store_stats(&api).await?;
-    let (health, _) = timed(
-        "GET /healthz",
-        &client,
-        &options,
-        Arc::new(move |client, _| client.get(&health_url)),
-    )
-    .await;
+    let (health, _) =
+        timed("GET /healthz", &client, timing, Arc::new(move |client, _| client.get(&health_url)))
+            .await;
 
     let say_body = json!({ "type": "Say", "data": { "text": "bench" } }).to_string();
     let (processes, spread_base) = (options.processes, base.clone());
@@ -695,7 +727,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let (spread, spread_warm) = timed(
         &spread_name,
         &client,
-        &options,
+        timing,
         Arc::new(move |client, n| {
             client
                 .post(format!(
@@ -713,7 +745,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let (hot, hot_warm) = timed(
         "hot key (1 process)",
         &client,
-        &options,
+        timing,
         Arc::new(move |client, _| {
             client
                 .post(&hot_url)
@@ -760,6 +792,12 @@ async fn run(options: Options) -> anyhow::Result<()> {
     check_stored(&api, "flights", single.ok, single.errors()).await?;
     ensure!(single.errors() == 0, "single sends of flights failed: {}", single.error_summary());
     let stats_single = store_stats(&api).await?;
+
+    // Single sends beside two-account transfer transactions (`transfers`).
+    eprintln!("accounts: seeding {} accounts", grouped(options.accounts));
+    let account = std::fs::read(options.functions.join("account.wasm"))?;
+    let accounts =
+        transfers::measure(&api, &client, &base, &account, options.accounts, timing).await?;
     server.stop();
 
     // Rehydration, on a server of its own so that evicting everything
@@ -860,6 +898,19 @@ async fn run(options: Options) -> anyhow::Result<()> {
             x(ratio(hot.p(p), health.p(p))),
         ));
     }
+    let n = grouped(accounts.accounts);
+    rows.push(row(
+        format!("account single sends (Deposit, {n} accounts), events/s vs /healthz req/s"),
+        per_s(accounts.sends.rate()),
+        per_s(health.rate()),
+        x(ratio(accounts.sends.rate(), health.rate())),
+    ));
+    rows.push(row(
+        "transfer transactions (2 accounts, 2 events), tx/s vs account single sends/s",
+        per_s(accounts.transfers.rate()),
+        per_s(accounts.sends.rate()),
+        x(ratio(accounts.transfers.rate(), accounts.sends.rate())),
+    ));
     let total = grouped(events.len() as u64);
     rows.push(
         row(
@@ -985,6 +1036,16 @@ async fn run(options: Options) -> anyhow::Result<()> {
         grouped(folded.len() as u64),
         grouped(bulked.events),
         bulked.requests,
+    );
+    println!(
+        "accounts: single sends p50 {}, p99 {}; transfer transactions p50 {}, p99 {}, {} \
+         events/s; {}",
+        ms2(accounts.sends.p(0.5)),
+        ms2(accounts.sends.p(0.99)),
+        ms2(accounts.transfers.p(0.5)),
+        ms2(accounts.transfers.p(0.99)),
+        history::rate(2.0 * accounts.transfers.rate()),
+        accounts.checks(),
     );
     println!(
         "store: {}; {}; {}",
