@@ -60,7 +60,7 @@ fn concurrent_says_are_counted_exactly_once() {
             assert_eq!(answer["state"], json!(version), "counter state must equal its version");
             assert_eq!(answer["reply"], json!(say_reply(text, version)), "{answer}");
             assert_eq!(answer["deduplicated"], json!(false), "{answer}");
-            assert_eq!(answer["token"], json!(format!("v1.{seq}")), "{answer}");
+            assert_eq!(answer["token"], json!(format!("v2.0-{seq}")), "{answer}");
             assert!(seqs.insert(seq), "seq {seq} given twice");
             assert!(versions.insert((key.clone(), version)), "{key} v{version} given twice");
             // One thread sends one event at a time, so what it sees of a process
@@ -767,7 +767,7 @@ fn causal_tokens_are_honoured() {
     assert_eq!(read["version"], 1);
     let covered: u64 = read["token"]
         .as_str()
-        .and_then(|t| t.strip_prefix("v1."))
+        .and_then(|t| t.strip_prefix("v2.0-"))
         .map_or(0, |n| n.parse().expect("a token number"));
     assert!(covered >= as_u64(&sent["seq"], "seq"), "{read}");
     let body = json!({ "type": "Say", "data": { "text": "y" }, "after": token });

@@ -149,7 +149,7 @@ fn check_counter_read(read: &Value, key: &str, version: usize, sends: &[Value]) 
         assert_eq!(read["created"], sends[0]["time"], "{key} v{version}: {read}");
     }
     let token = read["token"].as_str().unwrap_or("");
-    assert!(token.starts_with("v1."), "{key}: a read carries a token: {read}");
+    assert!(token.starts_with("v2.0-"), "{key}: a read carries a token: {read}");
 }
 
 /// Reads every version of a `counter` process, 0 to the newest.
@@ -526,7 +526,7 @@ fn restore_then_restart_keeps_the_restored_timeline() {
     assert_eq!(branch["archived_upto"], json!(upto), "{report}");
     assert_eq!(branch["events"], json!(5), "{report}");
     nanos(&branch["restored_at"]);
-    assert!(report["token"].as_str().is_some_and(|t| t.starts_with("v1.")), "{report}");
+    assert!(report["token"].as_str().is_some_and(|t| t.starts_with("v2.0-")), "{report}");
 
     let mut cps = vec![cp1.clone(), cp2.clone()];
     cps[1]["archived_by"] = json!(1);
@@ -923,7 +923,7 @@ fn a_read_at_a_seq_never_changes_across_a_restart() {
     }
     let read = state_q(&server, "account", "a", "").ok();
     let token = read["token"].as_str().expect("a token").to_owned();
-    assert_eq!(token, format!("v1.{}", num(&first["seq"])), "{read}");
+    assert_eq!(token, format!("v2.0-{}", num(&first["seq"])), "{read}");
     let end = num(&first["seq"]);
     state_q(&server, "account", "a", &format!("seq={}", end + 1))
         .expect_error(404, "seq_out_of_range");
