@@ -66,13 +66,14 @@ fn branch_log(api: &Api, branch: u64) -> Vec<Value> {
     events(&api.get(&format!("/v1/log?branch={branch}&limit=1000")).ok())
 }
 
-/// Sums of the counters of every shard.
+/// Sums of the integer counters of every shard (not its id, nor gauges such
+/// as `busy_percent`).
 fn totals(api: &Api) -> BTreeMap<String, u64> {
     let managers = api.get("/v1/managers").ok();
     let mut sums = BTreeMap::new();
     for shard in managers["shards"].as_array().expect("shards") {
         for (name, value) in shard.as_object().expect("a shard") {
-            if name != "shard" {
+            if name != "shard" && value.is_u64() {
                 *sums.entry(name.clone()).or_default() += num(value);
             }
         }

@@ -19,7 +19,11 @@ use julato_core::{
     Version, VersionIndex,
 };
 use julato_executor::{Executor, Limits};
-use julato_manager::{Catalog, Deliverer, ManagerConfig, Managers, Replayer};
+use julato_manager::routing::Partition;
+use julato_manager::{
+    Catalog, Decision, Deliverer, ManagerConfig, Managers, Replayer, ScalingPolicy, ScalingRecord,
+    ScalingView,
+};
 use julato_store::Store;
 use parking_lot::{Mutex, RwLock};
 
@@ -32,8 +36,11 @@ pub use recovery::{RestoreReport, RestoreTarget};
 pub struct Config {
     /// The one folder that holds all data.
     pub data_dir: PathBuf,
-    /// Number of process-manager shards.
+    /// Process-manager shards at start.
     pub shards: usize,
+    /// Bounds and thresholds of the autoscaler; the bounds widen to include
+    /// `shards`.
+    pub scaling: ScalingPolicy,
     /// Commands each shard may queue before senders are told to back off.
     pub queue_capacity: usize,
     /// Sandbox budgets per invocation.
@@ -61,6 +68,7 @@ impl Config {
         Self {
             data_dir: data_dir.into(),
             shards: (cores * 4).max(4),
+            scaling: ScalingPolicy::for_cores(cores),
             queue_capacity: 4096,
             limits: Limits::default(),
             token_wait: Duration::from_secs(5),
@@ -136,9 +144,13 @@ impl Error {
                 DeployError::Component(julato_executor::Error::WorldMismatch(_)) => {
                     "component_world_mismatch"
                 }
+                DeployError::Component(julato_executor::Error::UnknownImports(_)) => {
+                    "component_import_unknown"
+                }
                 DeployError::Component(julato_executor::Error::Describe(_)) => {
                     "component_describe_failed"
                 }
+                DeployError::Component(julato_executor::Error::Init(_)) => "component_init_failed",
                 DeployError::Component(_) => "internal",
                 DeployError::NoEventTypes => "component_without_handlers",
                 DeployError::Storage(_) => "storage_failed",
@@ -248,6 +260,11 @@ impl Coordinator {
         let managers = Managers::start(
             &ManagerConfig {
                 shards: config.shards,
+                scaling: ScalingPolicy {
+                    min_shards: config.scaling.min_shards.min(config.shards),
+                    max_shards: config.scaling.max_shards.max(config.shards),
+                    ..config.scaling.clone()
+                },
                 queue_capacity: config.queue_capacity,
                 snapshots: config.snapshots,
                 idle_eviction: config.idle_eviction,
@@ -290,12 +307,21 @@ impl Coordinator {
     /// the async executor.
     ///
     /// # Errors
-    /// [`Error::Deploy`] when the bytes are not a fitting component.
+    /// [`Error::Deploy`] when the bytes are not a fitting component, or when
+    /// the component cannot build the initial state of a process.
     pub fn deploy(
         &self,
         name: &FunctionName,
         bytes: Vec<u8>,
     ) -> Result<(DeployedVersion, bool), Error> {
+        // The initial state takes no input, so a component that fails to build
+        // it would fail the first event of every process: refuse it now. The
+        // compiled code stays in the cache for the catalog's own compile.
+        let executor = self.catalog.executor();
+        let loaded = executor.compile(&bytes).map_err(DeployError::Component)?;
+        executor
+            .init(&loaded, name.as_str(), "")
+            .map_err(|e| DeployError::Component(julato_executor::Error::Init(e)))?;
         Ok(self.catalog.deploy(name, bytes)?)
     }
 
@@ -560,6 +586,23 @@ impl Coordinator {
     /// Load of each process-manager shard.
     pub fn managers(&self) -> Vec<ShardStats> {
         self.managers.stats()
+    }
+
+    /// The autoscaler's bounds and newest decisions.
+    pub fn scaling(&self) -> ScalingView {
+        self.managers.scaling()
+    }
+
+    /// The shard slot that owns a partition of the process space now.
+    pub fn partition_owner(&self, partition: Partition) -> usize {
+        self.managers.owner(partition)
+    }
+
+    /// Carries out one scaling decision now, as the autoscaler would; answers
+    /// what was done (`None` when the decision no longer fits, such as a
+    /// slot already taken).
+    pub async fn rescale(&self, decision: Decision) -> Option<ScalingRecord> {
+        self.managers.rescale(decision).await
     }
 
     /// Emitted events their target refused, or the hop limit stopped, after

@@ -3,17 +3,20 @@
 //! parallel. A shard keeps the hot states of its processes in memory and hands
 //! each batch of accepted events to the store as one group-committed write.
 
+pub mod autoscale;
 pub mod catalog;
 pub mod outbox;
 pub mod replay;
+pub mod routing;
 mod shard;
 
+pub use autoscale::{Decision, ScalingPolicy};
 pub use catalog::Catalog;
 pub use outbox::Deliverer;
 pub use replay::Replayer;
 pub use shard::{
-    Applied, Committed, DeliveryCounters, ManagerConfig, Managers, Paused, SendRequest, ShardStats,
-    TransactionFailed,
+    Applied, Committed, DeliveryCounters, ManagerConfig, Managers, Paused, ScalingRecord,
+    ScalingView, SendRequest, ShardStats, TransactionFailed,
 };
 
 use julato_core::{FunctionName, InvalidName, VersionConflict};

@@ -1,7 +1,13 @@
-//! Shards and their handle. A shard is one thread that owns the processes whose
-//! id hashes to it. It drains its queue in batches: applies every event of the
-//! batch in arrival order, writes the accepted ones as one commit, and answers
-//! only once that commit is durable.
+//! Shards and their handle. A shard is one thread that owns the processes of
+//! the partitions the routing table gives it. It drains its queue in batches:
+//! applies every event of the batch in arrival order, writes the accepted ones
+//! as one commit, and answers only once that commit is durable.
+//!
+//! The autoscaler adds and retires shards and moves partitions between them.
+//! A shard gives a partition up only between batches, with every state it
+//! applied durable and handed to the new owner; a command for a partition it
+//! no longer owns is handed back to the sender, which routes it again, so a
+//! process is never applied by two shards at once.
 //!
 //! A shard keeps the committed states of its hot processes in a map that
 //! readers share; states of a batch in progress live in the batch until its
@@ -10,11 +16,10 @@
 //! are snapshotted and evicted; the next event or read rebuilds them from
 //! their newest snapshot and the events after it.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
 use julato_core::{
     Cause, CauseKind, DeadLetter, EventRecord, EventTime, FunctionVersion, Origin, OutboxEntry,
@@ -23,12 +28,14 @@ use julato_core::{
 };
 use julato_executor::HandlerContext;
 use julato_store::{Commit, Store};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::autoscale::{Action, Decision, Planner, ScalingPolicy, ShardLoad};
 use crate::replay::Replayer;
+use crate::routing::{Partition, Routing};
 use crate::{Catalog, SendError};
 
 /// Bytes a resident process costs beyond its state text: its id, head and the
@@ -37,6 +44,17 @@ const RESIDENT_OVERHEAD: usize = 256;
 
 /// Most events one shard applies before committing.
 const MAX_BATCH: usize = 1024;
+
+/// Handler time after which a shard closes its batch: what is left of its
+/// queue waits for the next batch, between which the shard can give
+/// partitions away. Far above what a batch of ordinary events takes.
+const BATCH_TIME: Duration = Duration::from_millis(50);
+
+/// Times a send is routed again after the partition it went to moved.
+const MAX_REROUTES: usize = 64;
+
+/// Scaling decisions kept for operators.
+const DECISIONS_KEPT: usize = 64;
 
 /// One event to apply to one process.
 #[derive(Debug, Clone)]
@@ -132,10 +150,20 @@ impl SendRequest {
 
 type Answer = Result<Applied, SendError>;
 
+/// What a shard does with one request: applies it, or hands it back because
+/// its partition moved to another shard.
+enum Routed {
+    Done(Answer),
+    Moved(SendRequest),
+}
+
 /// How the process managers run.
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
+    /// Shards running at start, within the scaling bounds.
     pub shards: usize,
+    /// Bounds and thresholds of the autoscaler.
+    pub scaling: ScalingPolicy,
     /// Commands each shard may queue before senders are told to back off.
     pub queue_capacity: usize,
     pub snapshots: SnapshotPolicy,
@@ -153,6 +181,7 @@ impl Default for ManagerConfig {
     fn default() -> Self {
         Self {
             shards: 4,
+            scaling: ScalingPolicy::for_cores(4),
             queue_capacity: 4096,
             snapshots: SnapshotPolicy::default(),
             idle_eviction: Some(Duration::from_secs(300)),
@@ -165,12 +194,14 @@ impl Default for ManagerConfig {
 enum Command {
     One {
         request: SendRequest,
-        respond: oneshot::Sender<Answer>,
+        respond: oneshot::Sender<Routed>,
     },
     Many {
         requests: Vec<SendRequest>,
-        respond: oneshot::Sender<Vec<Answer>>,
+        respond: oneshot::Sender<Vec<Routed>>,
     },
+    /// Wakes an idle shard to look at its moves.
+    Nudge,
     /// Evict processes idle for at least `idle` (all of them for zero).
     Evict {
         idle: Duration,
@@ -185,6 +216,14 @@ enum Command {
         paused: oneshot::Sender<()>,
         orders: std::sync::mpsc::Receiver<Order>,
     },
+}
+
+/// Give `partitions` to the shard in slot `to`; answers how many of them it
+/// owned and gave, and how many resident processes went with them.
+struct Move {
+    partitions: Vec<Partition>,
+    to: usize,
+    done: std::sync::mpsc::Sender<(usize, usize)>,
 }
 
 /// What a paused shard may be told to do before it goes on.
@@ -202,6 +241,10 @@ pub struct ShardStats {
     pub shard: usize,
     pub queued: usize,
     pub capacity: usize,
+    /// Partitions of the process space this shard owns.
+    pub partitions: usize,
+    /// Share of the autoscaler's last interval spent applying events, in percent.
+    pub busy_percent: f64,
     pub resident_processes: u64,
     pub resident_bytes: u64,
     pub applied: u64,
@@ -233,6 +276,10 @@ struct Counters {
     evicted: AtomicU64,
     rehydrated: AtomicU64,
     replayed: AtomicU64,
+    /// Nanoseconds spent applying events, ever.
+    busy_nanos: AtomicU64,
+    /// Busy share of the last interval the autoscaler looked at, in millionths.
+    busy_ppm: AtomicU64,
 }
 
 /// The committed state of a hot process.
@@ -263,22 +310,136 @@ struct Peer {
 
 type Peers = Arc<Vec<Peer>>;
 
-/// The shard that owns a process, out of `count`.
-fn shard_index(process: &ProcessId, count: usize) -> usize {
-    let mut hasher = DefaultHasher::new();
-    process.hash(&mut hasher);
-    (hasher.finish() % count as u64) as usize
-}
-
+/// A running shard's two ways in: its bounded queue of commands, and the
+/// moves the autoscaler orders, which it takes before anything queued.
 struct ShardHandle {
     queue: mpsc::Sender<Command>,
+    moves: std::sync::mpsc::Sender<Move>,
+}
+
+/// Every shard slot, running or not. A slot keeps its `Peer` for the life of
+/// the managers, so a shard started in it again continues its counters.
+struct Slots {
+    handles: RwLock<Vec<Option<ShardHandle>>>,
+    /// Running shards; each may hold this share of the memory budget.
+    running: Arc<AtomicUsize>,
+}
+
+impl Slots {
+    /// The queue of the shard in `slot`, if one runs there.
+    fn queue(&self, slot: usize) -> Option<mpsc::Sender<Command>> {
+        self.handles.read().get(slot)?.as_ref().map(|h| h.queue.clone())
+    }
+
+    fn running(&self) -> Vec<usize> {
+        let handles = self.handles.read();
+        (0..handles.len()).filter(|slot| handles[*slot].is_some()).collect()
+    }
+}
+
+/// What starting a shard takes; the autoscaler starts shards with it too.
+struct Spawner {
+    store: Store,
+    catalog: Arc<Catalog>,
+    replayer: Replayer,
+    sequencer: Sequencer,
+    peers: Peers,
+    routing: Arc<Routing>,
+    running: Arc<AtomicUsize>,
+    snapshots: SnapshotPolicy,
+    memory_budget: usize,
+    queue_capacity: usize,
+    max_hops: u32,
+    outbox_ready: Arc<Notify>,
+    delivery: Arc<DeliveryCounters>,
+    started: Instant,
+}
+
+impl Spawner {
+    /// Starts the shard thread of `slot`.
+    fn spawn(&self, slot: usize) -> ShardHandle {
+        let (queue, rx) = mpsc::channel(self.queue_capacity.max(1));
+        let (moves, moves_rx) = std::sync::mpsc::channel();
+        let mut shard = Shard {
+            index: slot,
+            store: self.store.clone(),
+            catalog: self.catalog.clone(),
+            replayer: self.replayer.clone(),
+            sequencer: self.sequencer.clone(),
+            residents: self.peers[slot].residents.clone(),
+            counters: self.peers[slot].counters.clone(),
+            peers: self.peers.clone(),
+            routing: self.routing.clone(),
+            running: self.running.clone(),
+            carry: VecDeque::new(),
+            snapshots: self.snapshots,
+            memory_budget: self.memory_budget,
+            max_hops: self.max_hops,
+            outbox_ready: self.outbox_ready.clone(),
+            delivery: self.delivery.clone(),
+            started: self.started,
+        };
+        std::thread::Builder::new()
+            .name(format!("julato-shard-{slot}"))
+            .spawn(move || shard.run(rx, moves_rx))
+            .expect("spawning a shard thread");
+        ShardHandle { queue, moves }
+    }
+}
+
+/// One scaling decision, as `GET /v1/managers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalingRecord {
+    /// Milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    pub action: Action,
+    /// The shard that gave partitions away (added: the one split).
+    pub from: usize,
+    /// The shards that took them.
+    pub to: Vec<usize>,
+    pub partitions: usize,
+    /// Resident processes that moved with them.
+    pub processes: usize,
+    /// Running shards after the decision.
+    pub shards: usize,
+    pub reason: String,
+}
+
+/// The autoscaler's bounds, what it did, and how many times.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalingView {
+    pub enabled: bool,
+    pub shards: usize,
+    pub min_shards: usize,
+    pub max_shards: usize,
+    pub added: u64,
+    pub retired: u64,
+    pub rebalanced: u64,
+    /// The newest decisions, oldest first.
+    pub decisions: Vec<ScalingRecord>,
+}
+
+#[derive(Default)]
+struct ScalingLog {
+    added: u64,
+    retired: u64,
+    rebalanced: u64,
+    decisions: VecDeque<ScalingRecord>,
 }
 
 /// Handle to every shard; cheap to clone.
 #[derive(Clone)]
 pub struct Managers {
-    shards: Arc<Vec<ShardHandle>>,
+    slots: Arc<Slots>,
     peers: Peers,
+    routing: Arc<Routing>,
+    spawner: Arc<Spawner>,
+    policy: ScalingPolicy,
+    log: Arc<Mutex<ScalingLog>>,
+    /// Held shared by whoever pauses shards (transactions, restores) and
+    /// alone by the autoscaler while it changes which shard owns what, so a
+    /// paused set of shards keeps owning the processes it was paused for.
+    topology: Arc<tokio::sync::RwLock<()>>,
     sequencer: Sequencer,
     started: Instant,
     outbox_ready: Arc<Notify>,
@@ -290,6 +451,7 @@ pub struct Paused {
     /// Order channels of the paused shards, by shard index.
     orders: Vec<(usize, std::sync::mpsc::Sender<Order>)>,
     managers: Managers,
+    _topology: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 impl Paused {
@@ -305,7 +467,7 @@ impl Paused {
 }
 
 impl Managers {
-    /// Starts the shard threads and the eviction timer.
+    /// Starts the shard threads, the eviction timer and the autoscaler.
     pub fn start(
         config: &ManagerConfig,
         store: Store,
@@ -313,7 +475,10 @@ impl Managers {
         sequencer: Sequencer,
     ) -> Self {
         let started = Instant::now();
-        let count = config.shards.max(1);
+        let mut policy = config.scaling.clone();
+        policy.min_shards = policy.min_shards.max(1);
+        policy.max_shards = policy.max_shards.max(policy.min_shards);
+        let count = config.shards.clamp(policy.min_shards, policy.max_shards);
         let replayer = Replayer::new(store.clone(), catalog.clone());
         let outbox_ready = Arc::new(Notify::new());
         let delivery = Arc::new(DeliveryCounters::default());
@@ -323,40 +488,49 @@ impl Managers {
         });
         delivery.pending.store(pending as i64, Ordering::Relaxed);
         let peers: Peers = Arc::new(
-            (0..count)
+            (0..policy.max_shards)
                 .map(|_| Peer { residents: Arc::default(), counters: Arc::default() })
                 .collect(),
         );
-        let shards: Vec<ShardHandle> = (0..count)
-            .map(|index| {
-                let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-                let mut shard = Shard {
-                    index,
-                    store: store.clone(),
-                    catalog: catalog.clone(),
-                    replayer: replayer.clone(),
-                    sequencer: sequencer.clone(),
-                    residents: peers[index].residents.clone(),
-                    counters: peers[index].counters.clone(),
-                    peers: peers.clone(),
-                    snapshots: config.snapshots,
-                    budget: config.memory_budget / count,
-                    max_hops: config.max_hops,
-                    outbox_ready: outbox_ready.clone(),
-                    delivery: delivery.clone(),
-                    started,
-                };
-                std::thread::Builder::new()
-                    .name(format!("julato-shard-{index}"))
-                    .spawn(move || shard.run(rx))
-                    .expect("spawning a shard thread");
-                ShardHandle { queue: tx }
-            })
+        let routing = Arc::new(Routing::new(count));
+        let running = Arc::new(AtomicUsize::new(count));
+        let spawner = Arc::new(Spawner {
+            store,
+            catalog,
+            replayer,
+            sequencer: sequencer.clone(),
+            peers: peers.clone(),
+            routing: routing.clone(),
+            running: running.clone(),
+            snapshots: config.snapshots,
+            memory_budget: config.memory_budget,
+            queue_capacity: config.queue_capacity,
+            max_hops: config.max_hops,
+            outbox_ready: outbox_ready.clone(),
+            delivery: delivery.clone(),
+            started,
+        });
+        let handles = (0..policy.max_shards)
+            .map(|slot| (slot < count).then(|| spawner.spawn(slot)))
             .collect();
-        let managers =
-            Self { shards: Arc::new(shards), peers, sequencer, started, outbox_ready, delivery };
+        let managers = Self {
+            slots: Arc::new(Slots { handles: RwLock::new(handles), running }),
+            peers,
+            routing,
+            spawner,
+            policy: policy.clone(),
+            log: Arc::default(),
+            topology: Arc::default(),
+            sequencer,
+            started,
+            outbox_ready,
+            delivery,
+        };
         if let Some(idle) = config.idle_eviction {
             managers.start_eviction_timer(idle);
+        }
+        if let Some(every) = policy.interval {
+            managers.start_autoscaler(Planner::new(policy), every);
         }
         managers
     }
@@ -364,28 +538,58 @@ impl Managers {
     /// Asks every shard, now and then, to evict what has been idle for `idle`.
     /// The timer stops once the shards are gone.
     fn start_eviction_timer(&self, idle: Duration) {
-        let queues: Vec<_> = self.shards.iter().map(|s| s.queue.downgrade()).collect();
+        let slots = Arc::downgrade(&self.slots);
         let every = (idle / 2).clamp(Duration::from_millis(10), Duration::from_secs(5));
         std::thread::Builder::new()
             .name("julato-evict".into())
             .spawn(move || {
                 loop {
                     std::thread::sleep(every);
-                    let mut alive = false;
-                    for queue in &queues {
-                        if let Some(queue) = queue.upgrade() {
-                            alive = true;
-                            // A full queue means a busy shard; it checks its
-                            // budget after every batch anyway.
-                            let _ = queue.try_send(Command::Evict { idle, done: None });
-                        }
-                    }
-                    if !alive {
-                        return;
+                    let Some(slots) = slots.upgrade() else { return };
+                    for handle in slots.handles.read().iter().flatten() {
+                        // A full queue means a busy shard; it checks its
+                        // budget after every batch anyway.
+                        let _ = handle.queue.try_send(Command::Evict { idle, done: None });
                     }
                 }
             })
             .expect("spawning the eviction timer");
+    }
+
+    /// Looks at the shards every `every` and carries out what the planner
+    /// decides. Holds nothing of the managers between looks, so it stops
+    /// once they are gone.
+    fn start_autoscaler(&self, mut planner: Planner, every: Duration) {
+        let weak = Autoscaler {
+            slots: Arc::downgrade(&self.slots),
+            spawner: Arc::downgrade(&self.spawner),
+            log: Arc::downgrade(&self.log),
+            topology: self.topology.clone(),
+        };
+        std::thread::Builder::new()
+            .name("julato-autoscale".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                let mut busy_before: Vec<u64> = Vec::new();
+                loop {
+                    std::thread::sleep(every);
+                    let (Some(slots), Some(spawner), Some(log)) =
+                        (weak.slots.upgrade(), weak.spawner.upgrade(), weak.log.upgrade())
+                    else {
+                        return;
+                    };
+                    let elapsed = last.elapsed().as_nanos().max(1) as f64;
+                    last = Instant::now();
+                    let loads = look(&slots, &spawner, &mut busy_before, elapsed);
+                    let partitions = spawner.routing.take_load();
+                    let free = slots.handles.read().iter().position(Option::is_none);
+                    if let Some(decision) = planner.observe(&loads, &partitions, free) {
+                        let _alone = weak.topology.blocking_write();
+                        carry_out(&slots, &spawner, &log, decision);
+                    }
+                }
+            })
+            .expect("spawning the autoscaler");
     }
 
     pub fn sequencer(&self) -> &Sequencer {
@@ -402,13 +606,27 @@ impl Managers {
         &self.delivery
     }
 
-    fn shard_of(&self, process: &ProcessId) -> usize {
-        shard_index(process, self.shards.len())
+    /// The queue of the shard that owns `process` now. A slot without a
+    /// shard is one being retired after its partitions moved on: the owner
+    /// is read again.
+    fn queue_of(&self, process: &ProcessId) -> Result<mpsc::Sender<Command>, SendError> {
+        for _ in 0..MAX_REROUTES {
+            if let Some(queue) = self.slots.queue(self.routing.owner_of(process)) {
+                return Ok(queue);
+            }
+            std::thread::yield_now();
+        }
+        Err(SendError::ShuttingDown)
+    }
+
+    /// The slot of the shard that owns `partition` now.
+    pub fn owner(&self, partition: Partition) -> usize {
+        self.routing.owner(partition)
     }
 
     /// The committed head and state of a process, if it is resident.
     pub fn resident(&self, process: &ProcessId) -> Option<(ProcessHead, String)> {
-        let peer = &self.peers[self.shard_of(process)];
+        let peer = &self.peers[self.routing.owner_of(process)];
         let residents = peer.residents.read();
         let resident = residents.get(process)?;
         resident.last_used.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -420,58 +638,80 @@ impl Managers {
     /// # Errors
     /// A [`SendError`] saying why the event was not applied; then nothing of it
     /// is stored.
-    pub async fn send(&self, request: SendRequest) -> Answer {
-        let (respond, answer) = oneshot::channel();
-        let shard = self.shard_of(&request.process);
-        self.shards[shard].queue.try_send(Command::One { request, respond }).map_err(
-            |e| match e {
+    pub async fn send(&self, mut request: SendRequest) -> Answer {
+        for _ in 0..MAX_REROUTES {
+            let (respond, answer) = oneshot::channel();
+            let queue = self.queue_of(&request.process)?;
+            queue.try_send(Command::One { request, respond }).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => SendError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => SendError::ShuttingDown,
-            },
-        )?;
-        answer.await.map_err(|_| SendError::ShuttingDown)?
+            })?;
+            match answer.await.map_err(|_| SendError::ShuttingDown)? {
+                Routed::Done(answer) => return answer,
+                Routed::Moved(back) => request = back,
+            }
+        }
+        Err(SendError::Overloaded)
     }
 
     /// Applies many events, each on its own (not atomically); answers come back in
     /// the order of `requests`. Events to one process keep their relative order.
     pub async fn send_many(&self, requests: Vec<SendRequest>) -> Vec<Answer> {
         let total = requests.len();
-        let mut per_shard: Vec<Vec<(usize, SendRequest)>> = vec![Vec::new(); self.shards.len()];
-        for (i, request) in requests.into_iter().enumerate() {
-            per_shard[self.shard_of(&request.process)].push((i, request));
-        }
-
-        let mut waits = Vec::new();
-        for (shard, items) in per_shard.into_iter().enumerate() {
-            if items.is_empty() {
-                continue;
-            }
-            let (indices, requests): (Vec<usize>, Vec<SendRequest>) = items.into_iter().unzip();
-            let (respond, answer) = oneshot::channel();
-            // A bulk request waits for room instead of failing: it is one
-            // request, and its size is bounded by the body limit.
-            let sent = self.shards[shard].queue.send(Command::Many { requests, respond }).await;
-            waits.push((indices, sent.ok().map(|()| answer)));
-        }
-
         let mut answers: Vec<Option<Answer>> = (0..total).map(|_| None).collect();
-        for (indices, answer) in waits {
-            let results = match answer {
-                Some(answer) => answer.await.ok(),
-                None => None,
-            };
-            match results {
-                Some(results) => {
-                    for (i, result) in indices.into_iter().zip(results) {
-                        answers[i] = Some(result);
+        let mut left: Vec<(usize, SendRequest)> = requests.into_iter().enumerate().collect();
+        for _ in 0..MAX_REROUTES {
+            if left.is_empty() {
+                break;
+            }
+            // Each process's events stay together and in order: a shard
+            // applies or hands back a whole command.
+            let mut per_shard: HashMap<usize, Vec<(usize, SendRequest)>> = HashMap::new();
+            for (i, request) in left.drain(..) {
+                per_shard
+                    .entry(self.routing.owner_of(&request.process))
+                    .or_default()
+                    .push((i, request));
+            }
+            let mut waits = Vec::new();
+            for (shard, items) in per_shard {
+                let (indices, requests): (Vec<usize>, Vec<SendRequest>) = items.into_iter().unzip();
+                let Some(queue) = self.slots.queue(shard) else {
+                    // Retired meanwhile: its partitions are elsewhere now.
+                    left.extend(indices.into_iter().zip(requests));
+                    continue;
+                };
+                let (respond, answer) = oneshot::channel();
+                // A bulk request waits for room instead of failing: it is one
+                // request, and its size is bounded by the body limit.
+                let sent = queue.send(Command::Many { requests, respond }).await.is_ok();
+                waits.push((indices, sent.then_some(answer)));
+            }
+            for (indices, answer) in waits {
+                let results = match answer {
+                    Some(answer) => answer.await.ok(),
+                    None => None,
+                };
+                match results {
+                    Some(results) => {
+                        for (i, routed) in indices.into_iter().zip(results) {
+                            match routed {
+                                Routed::Done(answer) => answers[i] = Some(answer),
+                                Routed::Moved(request) => left.push((i, request)),
+                            }
+                        }
                     }
-                }
-                None => {
-                    for i in indices {
-                        answers[i] = Some(Err(SendError::ShuttingDown));
+                    None => {
+                        for i in indices {
+                            answers[i] = Some(Err(SendError::ShuttingDown));
+                        }
                     }
                 }
             }
+            left.sort_unstable_by_key(|(i, _)| *i);
+        }
+        for (i, _) in left {
+            answers[i] = Some(Err(SendError::Overloaded));
         }
         answers.into_iter().map(|a| a.unwrap_or(Err(SendError::ShuttingDown))).collect()
     }
@@ -480,10 +720,11 @@ impl Managers {
     /// many left memory.
     pub async fn evict_all(&self) -> usize {
         let mut waits = Vec::new();
-        for shard in self.shards.iter() {
+        for slot in self.slots.running() {
+            let Some(queue) = self.slots.queue(slot) else { continue };
             let (done, wait) = oneshot::channel();
             let command = Command::Evict { idle: Duration::ZERO, done: Some(done) };
-            if shard.queue.send(command).await.is_ok() {
+            if queue.send(command).await.is_ok() {
                 waits.push(wait);
             }
         }
@@ -497,14 +738,14 @@ impl Managers {
     /// Asks each shard to rebuild the given processes into memory in the
     /// background, within its budget; most recently used first.
     pub fn warm(&self, processes: Vec<ProcessId>) {
-        let mut per_shard: Vec<Vec<ProcessId>> = vec![Vec::new(); self.shards.len()];
+        let mut per_shard: HashMap<usize, Vec<ProcessId>> = HashMap::new();
         for process in processes {
-            per_shard[self.shard_of(&process)].push(process);
+            per_shard.entry(self.routing.owner_of(&process)).or_default().push(process);
         }
-        for (shard, processes) in self.shards.iter().zip(per_shard) {
-            if !processes.is_empty() {
+        for (shard, processes) in per_shard {
+            if let Some(queue) = self.slots.queue(shard) {
                 // A full queue means a busy shard; it rebuilds on demand instead.
-                let _ = shard.queue.try_send(Command::Warm { processes });
+                let _ = queue.try_send(Command::Warm { processes });
             }
         }
     }
@@ -515,21 +756,28 @@ impl Managers {
     /// # Errors
     /// [`SendError::ShuttingDown`] when a shard is gone.
     pub async fn pause(&self) -> Result<Paused, SendError> {
-        self.pause_shards((0..self.shards.len()).collect()).await
+        self.pause_shards(None).await
     }
 
-    /// Pauses the given shards, one at a time in ascending order and each
-    /// before the next: every pauser takes shards in the same order, so two
-    /// of them never wait on each other (no deadlock).
-    async fn pause_shards(&self, mut shards: Vec<usize>) -> Result<Paused, SendError> {
+    /// Pauses the shards owning `processes` (all shards for `None`), one at a
+    /// time in ascending order and each before the next: every pauser takes
+    /// shards in the same order, so two of them never wait on each other (no
+    /// deadlock). While paused, no partition changes hands.
+    async fn pause_shards(&self, processes: Option<&[ProcessId]>) -> Result<Paused, SendError> {
+        let topology = self.topology.clone().read_owned().await;
+        let mut shards: Vec<usize> = match processes {
+            None => self.slots.running(),
+            Some(processes) => processes.iter().map(|p| self.routing.owner_of(p)).collect(),
+        };
         shards.sort_unstable();
         shards.dedup();
-        let mut paused = Paused { orders: Vec::new(), managers: self.clone() };
+        let mut paused = Paused { orders: Vec::new(), managers: self.clone(), _topology: topology };
         for index in shards {
             let (ack, acked) = oneshot::channel();
             let (orders, wait) = std::sync::mpsc::channel();
-            self.shards[index]
-                .queue
+            self.slots
+                .queue(index)
+                .ok_or(SendError::ShuttingDown)?
                 .send(Command::Pause { paused: ack, orders: wait })
                 .await
                 .map_err(|_| SendError::ShuttingDown)?;
@@ -559,8 +807,8 @@ impl Managers {
         if requests.is_empty() {
             return Ok(Committed { transaction: None, events: Vec::new() });
         }
-        let shards: Vec<usize> = requests.iter().map(|r| self.shard_of(&r.process)).collect();
-        let paused = self.pause_shards(shards).await.map_err(whole)?;
+        let processes: Vec<ProcessId> = requests.iter().map(|r| r.process.clone()).collect();
+        let paused = self.pause_shards(Some(&processes)).await.map_err(whole)?;
         let (respond, answer) = oneshot::channel();
         let (_, leader) = &paused.orders[0];
         leader
@@ -571,11 +819,14 @@ impl Managers {
         result
     }
 
-    /// Counters of every shard.
+    /// Counters of every running shard.
     pub fn stats(&self) -> Vec<ShardStats> {
-        self.shards
+        let partitions = self.routing.counts(self.peers.len());
+        let handles = self.slots.handles.read();
+        handles
             .iter()
             .enumerate()
+            .filter_map(|(shard, handle)| Some((shard, handle.as_ref()?)))
             .map(|(shard, handle)| {
                 let c = &self.peers[shard].counters;
                 let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -583,6 +834,8 @@ impl Managers {
                     shard,
                     queued: handle.queue.max_capacity() - handle.queue.capacity(),
                     capacity: handle.queue.max_capacity(),
+                    partitions: partitions[shard],
+                    busy_percent: load(&c.busy_ppm) as f64 / 10_000.0,
                     resident_processes: load(&c.resident),
                     resident_bytes: load(&c.resident_bytes),
                     applied: load(&c.applied),
@@ -596,6 +849,176 @@ impl Managers {
             })
             .collect()
     }
+
+    /// The autoscaler's bounds and its newest decisions.
+    pub fn scaling(&self) -> ScalingView {
+        let log = self.log.lock();
+        ScalingView {
+            enabled: self.policy.interval.is_some(),
+            shards: self.slots.running.load(Ordering::Relaxed),
+            min_shards: self.policy.min_shards,
+            max_shards: self.policy.max_shards,
+            added: log.added,
+            retired: log.retired,
+            rebalanced: log.rebalanced,
+            decisions: log.decisions.iter().cloned().collect(),
+        }
+    }
+
+    /// Carries out one scaling decision now, as the autoscaler would (for
+    /// tests and operators); answers what was done.
+    pub async fn rescale(&self, decision: Decision) -> Option<ScalingRecord> {
+        let _alone = self.topology.write().await;
+        let (slots, spawner, log) = (self.slots.clone(), self.spawner.clone(), self.log.clone());
+        tokio::task::spawn_blocking(move || carry_out(&slots, &spawner, &log, decision))
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// What the autoscaler thread holds between looks: nothing that keeps the
+/// managers alive.
+struct Autoscaler {
+    slots: Weak<Slots>,
+    spawner: Weak<Spawner>,
+    log: Weak<Mutex<ScalingLog>>,
+    topology: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// How busy each running shard was over the last `elapsed` nanoseconds.
+fn look(slots: &Slots, spawner: &Spawner, before: &mut Vec<u64>, elapsed: f64) -> Vec<ShardLoad> {
+    before.resize(spawner.peers.len(), 0);
+    let handles = slots.handles.read();
+    let mut loads = Vec::new();
+    for (slot, handle) in handles.iter().enumerate() {
+        let counters = &spawner.peers[slot].counters;
+        let busy_now = counters.busy_nanos.load(Ordering::Relaxed);
+        let busy = (busy_now.saturating_sub(before[slot]) as f64 / elapsed).min(1.0);
+        before[slot] = busy_now;
+        let Some(handle) = handle else { continue };
+        counters.busy_ppm.store((busy * 1_000_000.0) as u64, Ordering::Relaxed);
+        let queued = handle.queue.max_capacity() - handle.queue.capacity();
+        loads.push(ShardLoad { slot, busy, queued });
+    }
+    loads
+}
+
+/// Carries out a decision: starts a shard, moves partitions, retires one.
+/// The caller holds the topology lock alone.
+fn carry_out(
+    slots: &Slots,
+    spawner: &Spawner,
+    log: &Mutex<ScalingLog>,
+    decision: Decision,
+) -> Option<ScalingRecord> {
+    let action = decision.action();
+    let reason = decision.reason().to_owned();
+    let running = |slot: usize| slots.handles.read().get(slot).is_some_and(Option::is_some);
+    let fits = match &decision {
+        Decision::Add { slot, from, .. } => running(*from) && !running(*slot),
+        Decision::Rebalance { from, to, .. } => running(*from) && running(*to),
+        Decision::Retire { slot, moves, .. } => {
+            running(*slot) && moves.iter().all(|(_, to)| *to != *slot && running(*to))
+        }
+    };
+    if !fits {
+        tracing::warn!(?action, "scaling decision names a shard that is not running; ignored");
+        return None;
+    }
+    let (from, to, partitions, processes) = match decision {
+        Decision::Add { slot, from, partitions, .. } => {
+            {
+                let mut handles = slots.handles.write();
+                let free = handles.get_mut(slot)?;
+                *free = Some(spawner.spawn(slot));
+            }
+            slots.running.fetch_add(1, Ordering::Relaxed);
+            let (moved, processes) = move_partitions(slots, from, partitions, slot);
+            (from, vec![slot], moved, processes)
+        }
+        Decision::Rebalance { from, to, partitions, .. } => {
+            let (moved, processes) = move_partitions(slots, from, partitions, to);
+            (from, vec![to], moved, processes)
+        }
+        Decision::Retire { slot, moves, .. } => {
+            let mut by_target: HashMap<usize, Vec<Partition>> = HashMap::new();
+            for (partition, target) in &moves {
+                by_target.entry(*target).or_default().push(*partition);
+            }
+            let mut targets: Vec<usize> = by_target.keys().copied().collect();
+            targets.sort_unstable();
+            let (mut moved, mut processes) = (0, 0);
+            for target in &targets {
+                let partitions = by_target.remove(target).unwrap_or_default();
+                let (m, p) = move_partitions(slots, slot, partitions, *target);
+                moved += m;
+                processes += p;
+            }
+            if spawner.routing.counts(spawner.peers.len())[slot] > 0 {
+                tracing::warn!(shard = slot, "shard still owns partitions; not retired");
+            } else if let Some(handle) = slots.handles.write()[slot].take() {
+                // The shard answers what is still queued (handing it back),
+                // then stops once its last sender is gone.
+                drop(handle);
+                slots.running.fetch_sub(1, Ordering::Relaxed);
+            }
+            (slot, targets, moved, processes)
+        }
+    };
+    let record = ScalingRecord {
+        at_unix_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        action,
+        from,
+        to,
+        partitions,
+        processes,
+        shards: slots.running.load(Ordering::Relaxed),
+        reason,
+    };
+    tracing::info!(
+        action = ?record.action, from = record.from, to = ?record.to,
+        partitions = record.partitions, processes = record.processes,
+        shards = record.shards, reason = %record.reason, "process managers rescaled"
+    );
+    let mut log = log.lock();
+    match action {
+        Action::Add => log.added += 1,
+        Action::Retire => log.retired += 1,
+        Action::Rebalance => log.rebalanced += 1,
+    }
+    if log.decisions.len() == DECISIONS_KEPT {
+        log.decisions.pop_front();
+    }
+    log.decisions.push_back(record.clone());
+    Some(record)
+}
+
+/// Has the shard in `from` give `partitions` to the shard in `to` and waits
+/// until it has; answers how many partitions and resident processes moved.
+fn move_partitions(
+    slots: &Slots,
+    from: usize,
+    partitions: Vec<Partition>,
+    to: usize,
+) -> (usize, usize) {
+    if partitions.is_empty() || from == to {
+        return (0, 0);
+    }
+    let (done, moved) = std::sync::mpsc::channel();
+    {
+        let handles = slots.handles.read();
+        let Some(source) = handles.get(from).and_then(Option::as_ref) else { return (0, 0) };
+        if source.moves.send(Move { partitions, to, done }).is_err() {
+            return (0, 0);
+        }
+        // An idle shard sleeps on its queue; a full queue means it is busy
+        // and looks at its moves before its next batch anyway.
+        let _ = source.queue.try_send(Command::Nudge);
+    }
+    moved.recv().unwrap_or((0, 0))
 }
 
 /// Where the answer to one event of a batch goes.
@@ -616,9 +1039,16 @@ struct Shard {
     counters: Arc<Counters>,
     /// Every shard's residents and counters, this one's included, by index.
     peers: Peers,
+    /// Which shard owns which partition.
+    routing: Arc<Routing>,
+    /// Running shards, which share the memory budget.
+    running: Arc<AtomicUsize>,
+    /// Commands taken from the queue but not applied yet: the rest of a batch
+    /// that ran past its time, ahead of everything still queued.
+    carry: VecDeque<Command>,
     snapshots: SnapshotPolicy,
-    /// Bytes of resident state this shard may hold.
-    budget: usize,
+    /// Bytes of resident state all shards together may hold.
+    memory_budget: usize,
     max_hops: u32,
     /// Told after every commit that added to the outbox.
     outbox_ready: Arc<Notify>,
@@ -666,29 +1096,31 @@ struct Batch {
 }
 
 impl Shard {
-    // FIXME(#5): one shard runs one handler at a time, so a handler that burns
-    // its whole budget holds up every other process of its shard until it is
-    // stopped; fair scheduling and more executor workers come with autoscaling.
     /// The shard's loop. A batch is applied while the previous one is being
     /// fsync'd: the shard submits each batch's commit and only then waits for
     /// the one before it, so applying and syncing overlap. Events of the new
     /// batch see the states of the one in flight; readers see only states
-    /// whose commit is durable.
-    fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
+    /// whose commit is durable. Between batches it carries out the moves the
+    /// autoscaler ordered, before anything queued.
+    fn run(&mut self, mut rx: mpsc::Receiver<Command>, moves: std::sync::mpsc::Receiver<Move>) {
         let _span = tracing::info_span!("shard", shard = self.index).entered();
         let mut in_flight: Option<InFlight> = None;
         loop {
-            let first = if in_flight.is_some() {
-                match rx.try_recv() {
+            while let Ok(order) = moves.try_recv() {
+                self.settle_in_flight(&mut in_flight);
+                self.hand_over(order, &mut rx);
+            }
+            let first = match self.carry.pop_front() {
+                Some(command) => Some(command),
+                None if in_flight.is_some() => match rx.try_recv() {
                     Ok(command) => Some(command),
                     Err(mpsc::error::TryRecvError::Empty) => {
                         self.settle_in_flight(&mut in_flight);
                         rx.blocking_recv()
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
-                }
-            } else {
-                rx.blocking_recv()
+                },
+                None => rx.blocking_recv(),
             };
             let Some(first) = first else { break };
 
@@ -704,13 +1136,20 @@ impl Shard {
                 events += command.len();
                 work.push(command);
                 if events < MAX_BATCH {
-                    item = rx.try_recv().ok();
+                    item = self.carry.pop_front().or_else(|| rx.try_recv().ok());
                 }
             }
             if !work.is_empty() {
-                let next = self.start_batch(work, in_flight.as_ref());
+                let (next, left) = self.start_batch(work, in_flight.as_ref());
                 self.settle_in_flight(&mut in_flight);
                 in_flight = Some(next);
+                if !left.is_empty() {
+                    // The batch ran out of time: what it did not reach goes
+                    // first next time, and the control command after it.
+                    for command in control.take().into_iter().rev().chain(left.into_iter().rev()) {
+                        self.carry.push_front(command);
+                    }
+                }
             }
             if let Some(control) = control {
                 // Control commands see everything before them durable.
@@ -720,6 +1159,76 @@ impl Shard {
         }
         self.settle_in_flight(&mut in_flight);
         tracing::debug!("shard stopped");
+    }
+
+    /// Whether this shard owns `process` now.
+    fn owns(&self, process: &ProcessId) -> bool {
+        self.routing.owner_of(process) == self.index
+    }
+
+    /// Hands a command for processes this shard no longer owns back to its
+    /// sender, to be routed again; answers a command it still owns. A bulk
+    /// command goes back whole if any of it moved, so each process's events
+    /// stay in one command, in order.
+    fn bounce(&self, command: Command) -> Option<Command> {
+        match command {
+            Command::One { request, respond } if !self.owns(&request.process) => {
+                let _ = respond.send(Routed::Moved(request));
+                None
+            }
+            Command::Many { requests, respond }
+                if requests.iter().any(|r| !self.owns(&r.process)) =>
+            {
+                let _ = respond.send(requests.into_iter().map(Routed::Moved).collect());
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Gives partitions to another shard: their resident states (all
+    /// durable, the batch in flight settled) go into its map before the
+    /// routing table names it, so a reader or sender that sees the new owner
+    /// finds them there; then every command already waiting here for those
+    /// partitions goes back to its sender at once.
+    fn hand_over(&mut self, order: Move, rx: &mut mpsc::Receiver<Command>) {
+        let Move { mut partitions, to, done } = order;
+        // Only what this shard owns is its to give.
+        partitions.retain(|p| self.routing.owner(*p) == self.index);
+        let moving: HashSet<Partition> = partitions.iter().copied().collect();
+        let mut processes = 0;
+        if to != self.index && to < self.peers.len() {
+            let target = &self.peers[to];
+            let mut mine = self.residents.write();
+            let mut theirs = target.residents.write();
+            let chosen: Vec<ProcessId> =
+                mine.keys().filter(|p| moving.contains(&Partition::of(p))).cloned().collect();
+            let (mut added, mut replaced) = (0, 0);
+            for process in chosen {
+                if let Some(resident) = mine.remove(&process) {
+                    added += resident.bytes();
+                    if let Some(old) = theirs.insert(process, resident) {
+                        replaced += old.bytes();
+                    }
+                    processes += 1;
+                }
+            }
+            for partition in &partitions {
+                self.routing.hand_over(*partition, to);
+            }
+            count_residents(&self.counters, &mine, 0, added);
+            count_residents(&target.counters, &theirs, added, replaced);
+        }
+        let queued = rx.len();
+        let waiting: Vec<Command> = self
+            .carry
+            .drain(..)
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(queued))
+            .collect();
+        let kept: VecDeque<Command> = waiting.into_iter().filter_map(|c| self.bounce(c)).collect();
+        self.carry = kept;
+        tracing::debug!(to, partitions = partitions.len(), processes, "partitions handed over");
+        let _ = done.send((partitions.len(), processes));
     }
 
     /// Waits for the batch in flight, if any, answers its clients, and keeps
@@ -750,7 +1259,11 @@ impl Shard {
                     }
                 }
             }
-            Command::Warm { processes } => self.warm(processes),
+            Command::Warm { processes } => {
+                let mine = processes.into_iter().filter(|p| self.owns(p)).collect();
+                self.warm(mine);
+            }
+            Command::Nudge => {}
             Command::One { .. } | Command::Many { .. } => unreachable!("not a control command"),
         }
     }
@@ -760,21 +1273,38 @@ impl Shard {
     }
 
     /// Applies a batch on top of the one in flight and submits its commit.
-    fn start_batch(&mut self, commands: Vec<Command>, in_flight: Option<&InFlight>) -> InFlight {
+    /// Commands for partitions that moved away go back to their senders; once
+    /// the batch has taken [`BATCH_TIME`], the commands it has not reached are
+    /// answered as the rest, for the next batch.
+    fn start_batch(
+        &mut self,
+        commands: Vec<Command>,
+        in_flight: Option<&InFlight>,
+    ) -> (InFlight, Vec<Command>) {
+        let started = Instant::now();
         let mut batch = Batch::default();
         let mut answers: Vec<Vec<Answer>> = Vec::with_capacity(commands.len());
         let mut responders = Vec::with_capacity(commands.len());
         let mut accepted: Vec<Slot> = Vec::new();
+        let mut left = Vec::new();
 
-        for item in commands {
+        let mut commands = commands.into_iter();
+        while let Some(item) = commands.next() {
+            let Some(item) = self.bounce(item) else { continue };
             let (requests, responder) = match item {
                 Command::One { request, respond } => (vec![request], Responder::One(respond)),
                 Command::Many { requests, respond } => (requests, Responder::Many(respond)),
-                Command::Evict { .. } | Command::Pause { .. } | Command::Warm { .. } => continue,
+                Command::Evict { .. }
+                | Command::Pause { .. }
+                | Command::Warm { .. }
+                | Command::Nudge => continue,
             };
             let mut slots = Vec::with_capacity(requests.len());
             for (position, request) in requests.into_iter().enumerate() {
+                let partition = Partition::of(&request.process);
+                let applying = Instant::now();
                 let answer = self.apply(request, &mut batch, in_flight);
+                self.routing.charge(partition, applying.elapsed().as_nanos() as u64);
                 match &answer {
                     Ok(_) => accepted.push(Slot { command: answers.len(), position }),
                     Err(_) => {
@@ -785,7 +1315,12 @@ impl Shard {
             }
             answers.push(slots);
             responders.push(responder);
+            if started.elapsed() >= BATCH_TIME {
+                left.extend(commands.by_ref());
+            }
         }
+        let busy = started.elapsed().as_nanos() as u64;
+        self.counters.busy_nanos.fetch_add(busy, Ordering::Relaxed);
 
         for (process, working) in &batch.working {
             batch.commit.heads.push((process.clone(), working.head.clone()));
@@ -794,7 +1329,7 @@ impl Shard {
         let emits = batch.commit.outbox.len() as i64;
         let dead = batch.commit.dead_letters.len() as u64;
         let pending = self.store.submit(std::mem::take(&mut batch.commit));
-        InFlight {
+        let in_flight = InFlight {
             pending,
             working: batch.working,
             idempotent: batch.idempotent,
@@ -806,7 +1341,8 @@ impl Shard {
             responders,
             accepted,
             snapshots,
-        }
+        };
+        (in_flight, left)
     }
 
     /// Waits until a batch's commit is durable, then makes its states visible
@@ -865,7 +1401,7 @@ impl Shard {
         let mut by_shard: Vec<Vec<(ProcessId, Working)>> = Vec::new();
         by_shard.resize_with(self.peers.len(), Vec::new);
         for (process, w) in working {
-            by_shard[shard_index(&process, self.peers.len())].push((process, w));
+            by_shard[self.routing.owner_of(&process)].push((process, w));
         }
         for (peer, states) in self.peers.iter().zip(by_shard) {
             if states.is_empty() {
@@ -903,6 +1439,11 @@ impl Shard {
         self.counters.resident_bytes.load(Ordering::Relaxed) as usize
     }
 
+    /// Bytes of resident state this shard may hold: its share of the budget.
+    fn budget(&self) -> usize {
+        self.memory_budget / self.running.load(Ordering::Relaxed).max(1)
+    }
+
     /// The process's state as of everything this shard has applied: from the
     /// batch in progress, from memory, or rebuilt from the store. `None` for a
     /// process without events.
@@ -916,7 +1457,7 @@ impl Shard {
         if let Some(w) = newer {
             return Ok(Some((w.head.clone(), w.state.clone(), w.snapshotted)));
         }
-        let owner = &self.peers[shard_index(process, self.peers.len())];
+        let owner = &self.peers[self.routing.owner_of(process)];
         if let Some(r) = owner.residents.read().get(process) {
             r.last_used.store(self.now_ms(), Ordering::Relaxed);
             return Ok(Some((r.head.clone(), r.state.clone(), r.snapshotted)));
@@ -982,6 +1523,17 @@ impl Shard {
     /// of its own, committed alone and waited for, so the states it installs
     /// in other shards' maps are durable before those shards go on.
     fn transact(&mut self, requests: Vec<SendRequest>) -> Result<Committed, TransactionFailed> {
+        let started = Instant::now();
+        let result = self.transact_timed(requests);
+        let busy = started.elapsed().as_nanos() as u64;
+        self.counters.busy_nanos.fetch_add(busy, Ordering::Relaxed);
+        result
+    }
+
+    fn transact_timed(
+        &mut self,
+        requests: Vec<SendRequest>,
+    ) -> Result<Committed, TransactionFailed> {
         let reserved = self.sequencer.allocate_many(requests.len()).into();
         let mut batch = Batch { reserved, ..Batch::default() };
         let mut events = Vec::with_capacity(requests.len());
@@ -1236,7 +1788,7 @@ impl Shard {
     /// Rebuilds processes into memory until nine tenths of the budget is used.
     /// A process that cannot be rebuilt is left for its next use to report.
     fn warm(&mut self, processes: Vec<ProcessId>) {
-        let target = self.budget / 10 * 9;
+        let target = self.budget() / 10 * 9;
         let mut warmed = 0u64;
         for process in processes {
             if self.resident_bytes() >= target {
@@ -1286,7 +1838,7 @@ impl Shard {
     /// nine tenths of the budget, so one eviction makes room for a while.
     fn enforce_budget(&mut self) {
         let bytes = self.resident_bytes();
-        if bytes <= self.budget {
+        if bytes <= self.budget() {
             return;
         }
         let over = {
@@ -1296,7 +1848,7 @@ impl Shard {
                 .map(|(p, r)| (r.last_used.load(Ordering::Relaxed), r.bytes(), p.clone()))
                 .collect();
             by_age.sort_unstable_by_key(|(used, ..)| *used);
-            let target = self.budget / 10 * 9;
+            let target = self.budget() / 10 * 9;
             let mut remaining = bytes;
             let mut chosen = Vec::new();
             for (_, size, process) in by_age {
@@ -1371,18 +1923,21 @@ impl Command {
         match self {
             Command::One { .. } => 1,
             Command::Many { requests, .. } => requests.len(),
-            Command::Evict { .. } | Command::Pause { .. } | Command::Warm { .. } => 0,
+            Command::Evict { .. }
+            | Command::Pause { .. }
+            | Command::Warm { .. }
+            | Command::Nudge => 0,
         }
     }
 
     fn is_control(&self) -> bool {
-        matches!(self, Command::Evict { .. } | Command::Pause { .. } | Command::Warm { .. })
+        !matches!(self, Command::One { .. } | Command::Many { .. })
     }
 }
 
 enum Responder {
-    One(oneshot::Sender<Answer>),
-    Many(oneshot::Sender<Vec<Answer>>),
+    One(oneshot::Sender<Routed>),
+    Many(oneshot::Sender<Vec<Routed>>),
 }
 
 impl Responder {
@@ -1390,10 +1945,10 @@ impl Responder {
         match self {
             Responder::One(tx) => {
                 let answer = answers.pop().unwrap_or(Err(SendError::ShuttingDown));
-                let _ = tx.send(answer);
+                let _ = tx.send(Routed::Done(answer));
             }
             Responder::Many(tx) => {
-                let _ = tx.send(answers);
+                let _ = tx.send(answers.into_iter().map(Routed::Done).collect());
             }
         }
     }
