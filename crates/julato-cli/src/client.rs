@@ -98,12 +98,25 @@ fn encode(segment: &str) -> String {
 }
 
 impl Client {
-    pub fn new(base: &str) -> Self {
+    /// A client of the server at `base`, sending `token` (if any) with every
+    /// request.
+    ///
+    /// # Errors
+    /// When the token cannot be sent in a header, or the HTTP client cannot be built.
+    pub fn new(base: &str, token: Option<&str>) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| anyhow!("the API token holds characters a header cannot carry"))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(600))
+            .default_headers(headers)
             .build()
-            .expect("building the HTTP client");
-        Self { base: base.trim_end_matches('/').to_owned(), http }
+            .context("building the HTTP client")?;
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
     }
 
     fn answer(

@@ -2,6 +2,7 @@
 //! verb is a client of a running node's HTTP API. Data goes to stdout, progress
 //! and diagnostics to stderr.
 
+mod access;
 mod client;
 mod ingest;
 mod output;
@@ -25,6 +26,10 @@ struct Cli {
     /// Print the server's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// API token sent as `Authorization: Bearer TOKEN`, for a server that has
+    /// tokens configured.
+    #[arg(long, global = true, env = "JULATO_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -168,7 +173,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
-        command => run_client(&Client::new(&cli.url), cli.json, command),
+        command => Client::new(&cli.url, cli.token.as_deref())
+            .and_then(|client| run_client(&client, cli.json, command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

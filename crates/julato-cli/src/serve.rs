@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use julato_server::serve;
 
+use crate::access::{self, AccessArgs, LimitArgs};
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -22,9 +24,19 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "JULATO_LISTEN", default_value = "127.0.0.1:7700")]
     listen: String,
-    /// Number of process-manager shards (default: four per core).
-    #[arg(long)]
-    shards: Option<usize>,
+    /// Process-manager shards at start (default: four per core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    shards: Option<u64>,
+    /// Fewest shards the autoscaler keeps (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    min_shards: Option<u64>,
+    /// Most shards the autoscaler runs (default: sixteen per core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_shards: Option<u64>,
+    /// How often the autoscaler looks at the shards, in milliseconds (0: never;
+    /// the shard count then stays as started).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    scale_interval_ms: u64,
     /// Fuel per handler invocation.
     #[arg(long)]
     fuel: Option<u64>,
@@ -54,6 +66,10 @@ pub struct ServeArgs {
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    #[command(flatten)]
+    access: AccessArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 fn init_logging(format: LogFormat) {
@@ -71,10 +87,29 @@ fn init_logging(format: LogFormat) {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
+    // Before the store opens, so that the groups it writes while recovering count.
+    julato_server::install_metrics();
     let mut config = julato_coordinator::Config::new(&args.data);
     if let Some(shards) = args.shards {
-        config.shards = shards;
+        config.shards = shards as usize;
     }
+    if let Some(min) = args.min_shards {
+        config.scaling.min_shards = min as usize;
+    }
+    if let Some(max) = args.max_shards {
+        config.scaling.max_shards = max as usize;
+    }
+    anyhow::ensure!(
+        config.scaling.min_shards <= config.scaling.max_shards,
+        "--min-shards {} is above --max-shards {}",
+        config.scaling.min_shards,
+        config.scaling.max_shards
+    );
+    if args.min_shards.is_some() || args.max_shards.is_some() {
+        config.shards = config.shards.clamp(config.scaling.min_shards, config.scaling.max_shards);
+    }
+    config.scaling.interval = (args.scale_interval_ms > 0)
+        .then(|| std::time::Duration::from_millis(args.scale_interval_ms));
     if let Some(fuel) = args.fuel {
         config.limits.fuel = fuel;
     }
@@ -99,6 +134,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.memory_budget = args.state_memory_mib << 20;
     config.max_hops = args.max_hops;
     config.transaction_timeout = std::time::Duration::from_secs(args.transaction_timeout_secs);
+    args.limits.apply(&mut config);
+
+    let tokens = args.access.tokens()?;
+    access::check_exposure(&args.listen, &tokens)?;
+    tracing::info!(
+        admin_tokens = tokens.count(julato_server::Scope::Admin),
+        client_tokens = tokens.count(julato_server::Scope::Client),
+        rate_limit = ?args.access.rate_limit(),
+        "API access"
+    );
+    let server = julato_server::Config {
+        limits: args.limits.requests(),
+        tokens,
+        rate_limit: args.access.rate_limit(),
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -116,7 +166,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         // Scripts and tests wait for this line to learn the address.
         eprintln!("julato listening on http://{addr}");
-        serve(coordinator.clone(), listener, shutdown_signal()).await.context("serving HTTP")?;
+        serve(coordinator.clone(), listener, &server, shutdown_signal())
+            .await
+            .context("serving HTTP")?;
         let started = std::time::Instant::now();
         let flushing = coordinator.clone();
         match tokio::task::spawn_blocking(move || flushing.flush()).await {

@@ -441,7 +441,8 @@ fn bad_input_is_refused_and_the_server_keeps_serving() {
     server
         .post_json("/v1/events", &json!({ "events": [event] }))
         .expect_error(413, "body_too_large");
-    server.put_raw("/v1/functions/junk", vec![0u8; 33 << 20]).expect_error(413, "body_too_large");
+    let component = vec![0u8; 33 << 20];
+    server.put_raw("/v1/functions/junk", component).expect_error(413, "component_too_large");
     let too_many: Vec<Value> = (0..100_001)
         .map(|i| json!({ "function": "counter", "key": format!("m{}", i % 10), "type": "Say" }))
         .collect();

@@ -8,6 +8,7 @@
 
 mod limits;
 mod sandbox;
+pub mod telemetry;
 
 pub use limits::Limits;
 pub use sandbox::{EmittedEvent, Executor, HandlerContext, Loaded, Outcome, inspect_digest};
@@ -29,6 +30,11 @@ pub enum Rejection {
     FuelExhausted(u64),
     #[error("the handler ran past its wall-clock limit of {0} ms")]
     Timeout(u64),
+    /// Wasm's call stack ran out, as in unbounded recursion. A guest whose own
+    /// stack in linear memory runs out first traps on an out-of-bounds access
+    /// instead, a [`Rejection::Trap`].
+    #[error("the handler exhausted the call stack (unbounded recursion)")]
+    StackOverflow,
     #[error("the handler tried to use more than {0} bytes of memory")]
     MemoryLimit(usize),
     #[error("the handler returned {what} of {size} bytes, over the limit of {limit}")]
@@ -50,6 +56,7 @@ impl Rejection {
             Rejection::Trap(_) => "handler_trapped",
             Rejection::FuelExhausted(_) => "fuel_exhausted",
             Rejection::Timeout(_) => "handler_timeout",
+            Rejection::StackOverflow => "stack_overflow",
             Rejection::MemoryLimit(_) => "memory_limit_exceeded",
             Rejection::OutputTooLarge { what: "state", .. } => "state_too_large",
             Rejection::OutputTooLarge { what: "reply", .. } => "reply_too_large",
@@ -67,8 +74,16 @@ pub enum Error {
     InvalidComponent(String),
     #[error("the component does not match the Julato function world: {0}")]
     WorldMismatch(String),
+    #[error(
+        "the component imports {}, which the host does not provide (a function may import \
+         only `log`)",
+        .0.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+    )]
+    UnknownImports(Vec<String>),
     #[error("the component failed while describing itself: {0}")]
     Describe(Rejection),
+    #[error("the component failed while building the initial state of a process: {0}")]
+    Init(Rejection),
     #[error("cannot configure the wasm engine: {0}")]
     Engine(String),
     #[error("compile cache I/O on `{path}`: {source}")]

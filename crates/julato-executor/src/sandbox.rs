@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use julato_core::{FunctionName, FunctionVersion, Payload};
 use parking_lot::RwLock;
@@ -14,7 +14,7 @@ use wasmtime::{
     Store, Trap,
 };
 
-use crate::{Error, Limits, Rejection};
+use crate::{Error, Limits, Rejection, telemetry};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -215,7 +215,9 @@ impl Executor {
     ///
     /// # Errors
     /// [`Error::InvalidComponent`] for bytes that are not a component,
-    /// [`Error::WorldMismatch`] for one that imports or exports the wrong things.
+    /// [`Error::UnknownImports`] for one that imports what the host does not
+    /// provide, [`Error::WorldMismatch`] for one whose imports or exports do not
+    /// have the world's types.
     pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Loaded>, Error> {
         let digest = inspect_digest(bytes);
         let path = self.cache_dir.join(format!("{digest}.cwasm"));
@@ -228,13 +230,28 @@ impl Executor {
                 component
             }
         };
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| Error::WorldMismatch(format!("{e:#}")))?;
+        let instance_pre =
+            self.linker.instantiate_pre(&component).map_err(|e| self.link_error(&component, &e))?;
         let pre = bindings::FunctionPre::new(instance_pre)
             .map_err(|e| Error::WorldMismatch(format!("{e:#}")))?;
         Ok(Arc::new(Loaded { pre, digest }))
+    }
+
+    /// Why a component does not link: the imports the host does not provide,
+    /// if it has any, else the engine's reason.
+    fn link_error(&self, component: &Component, error: &wasmtime::Error) -> Error {
+        let unknown: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name)
+            .filter(|name| !world_import(name))
+            .map(str::to_owned)
+            .collect();
+        if unknown.is_empty() {
+            Error::WorldMismatch(format!("{error:#}"))
+        } else {
+            Error::UnknownImports(unknown)
+        }
     }
 
     fn load_cached(&self, path: &Path) -> Option<Component> {
@@ -334,10 +351,24 @@ impl Executor {
             function_version: ctx.function_version,
         };
         let event = wit::Event { event_type: event_type.to_owned(), data: to_wit(payload) };
-        let outcome = self.invoke(loaded, span, |guest, store| {
-            guest.call_handle(store, &wit_ctx, &event, state)
-        })?;
-        self.check_outcome(outcome)
+        let _entered = span.enter();
+        let started = Instant::now();
+        let outcome = self
+            .invoke(loaded, span.clone(), |guest, store| {
+                guest.call_handle(store, &wit_ctx, &event, state)
+            })
+            .and_then(|outcome| self.check_outcome(outcome));
+        let took = started.elapsed();
+        telemetry::invoked(&outcome, took);
+        match &outcome {
+            Ok(_) => tracing::debug!(took_us = took.as_micros() as u64, "event accepted"),
+            Err(rejection) => tracing::debug!(
+                took_us = took.as_micros() as u64,
+                code = rejection.code(),
+                "event rejected"
+            ),
+        }
+        outcome
     }
 
     fn check_outcome(&self, outcome: wit::Outcome) -> Result<Outcome, Rejection> {
@@ -424,6 +455,7 @@ impl Executor {
                 let ms = u64::try_from(self.limits.wall_time.as_millis()).unwrap_or(u64::MAX);
                 Rejection::Timeout(ms)
             }
+            Some(Trap::StackOverflow) => Rejection::StackOverflow,
             _ if guest.memory_denied => Rejection::MemoryLimit(self.limits.memory_bytes),
             Some(trap) => {
                 tracing::debug!(error = ?error, "guest trapped");
@@ -435,6 +467,13 @@ impl Executor {
             None => Rejection::Trap(error.to_string()),
         }
     }
+}
+
+/// Whether the function world names this import: its `log` function and its
+/// interface of types. Everything else (WASI, any other host's functions) is
+/// not linked.
+fn world_import(name: &str) -> bool {
+    name == "log" || name.starts_with("julato:function/")
 }
 
 /// An engine error in one line: its message and root cause, bounded in length.

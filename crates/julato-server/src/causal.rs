@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use julato_coordinator::graph::Direction;
@@ -15,9 +15,9 @@ use julato_core::{CausalToken, Origin, Seq};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::routes::{ApiPath, ApiResult, blocking, ok, page_limit, parse, query_of};
+use crate::routes::{ApiPath, ApiResult, Limits, blocking, ok, page_limit, parse, query_of};
 use crate::wire::{self, BulkEvent};
-use crate::{ApiError, MAX_BULK_EVENTS};
+use crate::{ApiError, RequestLimits, telemetry};
 
 type Shared = State<Arc<Coordinator>>;
 
@@ -34,6 +34,7 @@ pub struct TransactionBody {
 fn requests(
     events: Vec<BulkEvent>,
     after: Option<&CausalToken>,
+    limits: &RequestLimits,
 ) -> Result<Vec<SendRequest>, ApiError> {
     if events.is_empty() {
         return Err(ApiError::bad_request("bad_request", "a transaction needs at least one event"));
@@ -52,7 +53,8 @@ fn requests(
         .into_iter()
         .enumerate()
         .map(|(index, event)| {
-            let mut request = wire::bulk_request(event).map_err(|e| e.with("event", index))?;
+            let mut request =
+                wire::bulk_request(event, limits).map_err(|e| e.with("event", index))?;
             request.after = after.map(CausalToken::seq).filter(|s| s.0 > 0);
             Ok(request)
         })
@@ -79,6 +81,19 @@ fn committed(committed: &Committed, presented: Option<&CausalToken>) -> Value {
 
 pub async fn transact(
     State(coordinator): Shared,
+    Extension(limits): Limits,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let answer = transact_events(&coordinator, &limits, bytes).await;
+    telemetry::refused(&answer);
+    answer
+}
+
+/// A one-shot transaction; its events are counted here once committed, a
+/// refused transaction once by the caller.
+async fn transact_events(
+    coordinator: &Coordinator,
+    limits: &RequestLimits,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body: TransactionBody = parse(bytes)?;
@@ -86,11 +101,12 @@ pub async fn transact(
     if let Some(token) = &presented {
         coordinator.observe(token).await?;
     }
-    let requests = requests(body.events, presented.as_ref())?;
+    let requests = requests(body.events, presented.as_ref(), limits)?;
     let span = tracing::info_span!("transaction", events = requests.len());
     let answer = tracing::Instrument::instrument(coordinator.transact(requests), span)
         .await
         .map_err(ApiError::from)?;
+    telemetry::accepted(answer.events.len());
     ok(committed(&answer, presented.as_ref()))
 }
 
@@ -118,12 +134,25 @@ pub async fn begin(State(coordinator): Shared, bytes: Result<Bytes, BytesRejecti
 
 pub async fn add(
     State(coordinator): Shared,
+    Extension(limits): Limits,
     ApiPath(id): ApiPath<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    // An event taken tentatively is counted when its transaction commits.
+    let answer = add_event(&coordinator, &limits, id, bytes).await;
+    telemetry::refused(&answer);
+    answer
+}
+
+async fn add_event(
+    coordinator: &Arc<Coordinator>,
+    limits: &RequestLimits,
+    id: String,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let event: BulkEvent = parse(bytes)?;
-    let request = wire::bulk_request(event)?;
-    let tentative = blocking(&coordinator, move |c| c.add(&id, request)).await?;
+    let request = wire::bulk_request(event, limits)?;
+    let tentative = blocking(coordinator, move |c| c.add(&id, request)).await?;
     ok(json!({
         "function": tentative.function,
         "key": tentative.key,
@@ -153,8 +182,13 @@ pub async fn show(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> A
 }
 
 pub async fn commit(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> ApiResult {
-    let answer = coordinator.commit(&id).await?;
-    ok(committed(&answer, None))
+    let answer = coordinator.commit(&id).await.map_err(ApiError::from);
+    match &answer {
+        Ok(answer) => telemetry::accepted(answer.events.len()),
+        // A transaction refused at commit counts once, whatever its size.
+        Err(error) => telemetry::rejected(error.code),
+    }
+    ok(committed(&answer?, None))
 }
 
 pub async fn rollback(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> ApiResult {
@@ -227,13 +261,14 @@ pub struct CutBody {
 
 pub async fn read_cut(
     State(coordinator): Shared,
+    Extension(limits): Limits,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body: CutBody = parse(bytes)?;
-    if body.processes.is_empty() || body.processes.len() > MAX_BULK_EVENTS {
+    if body.processes.is_empty() || body.processes.len() > limits.bulk_events {
         return Err(ApiError::bad_request(
             "bad_request",
-            format!("name 1 to {MAX_BULK_EVENTS} processes"),
+            format!("name 1 to {} processes", limits.bulk_events),
         ));
     }
     let presented = wire::parse_token(body.after.as_deref())?;

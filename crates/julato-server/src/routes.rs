@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use julato_coordinator::{Coordinator, RestoreTarget};
 use julato_core::{AsOf, CausalToken, EventTime, FunctionName, ProcessKey, Seq, Version};
 use serde::de::DeserializeOwned;
@@ -18,32 +18,38 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use crate::causal;
 use crate::wire::{self, BulkBody, EventBody};
-use crate::{ApiError, MAX_BULK_BODY, MAX_BULK_EVENTS, MAX_COMPONENT_BYTES, MAX_EVENT_BODY};
+use crate::{ApiError, Config, RequestLimits, auth, causal, telemetry};
 
 type Shared = State<Arc<Coordinator>>;
+/// The request limits, which every route is given.
+pub(crate) type Limits = Extension<Arc<RequestLimits>>;
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
 const OPENAPI: &str = include_str!("../openapi.json");
 /// Largest page any listing returns.
 const MAX_PAGE: usize = 1000;
 
-/// The API's router over a coordinator.
-pub fn router(coordinator: Arc<Coordinator>) -> Router {
+/// The API's router over a coordinator, with the request limits, API tokens
+/// and client rate of `config`.
+pub fn router(coordinator: Arc<Coordinator>, config: &Config) -> Router {
+    telemetry::install_metrics();
+    let limits = &config.limits;
     let events = Router::new()
         .route("/v1/functions/{function}/processes/{key}/events", post(send).get(history))
-        .layer(DefaultBodyLimit::max(MAX_EVENT_BODY));
+        .route("/v1/transactions/{id}/events", post(causal::add))
+        .layer(DefaultBodyLimit::max(limits.event_body));
     let bulk = Router::new()
         .route("/v1/events", post(send_bulk))
         .route("/v1/transactions", post(causal::transact))
-        .layer(DefaultBodyLimit::max(MAX_BULK_BODY));
+        .layer(DefaultBodyLimit::max(limits.bulk_body));
     let deploys = Router::new()
         .route("/v1/functions/{function}", put(deploy).get(function))
-        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES));
-    Router::new()
+        .layer(DefaultBodyLimit::max(limits.component_bytes));
+    let routes = Router::new()
         .route("/healthz", get(health))
         .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(telemetry::scrape))
         .route("/v1/functions", get(functions))
         .route("/v1/functions/{function}/processes", get(processes))
         .route("/v1/functions/{function}/processes/{key}", get(state))
@@ -60,7 +66,6 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/dead-letters/{id}/redrive", post(causal::redrive))
         .route("/v1/transactions/begin", post(causal::begin))
         .route("/v1/transactions/{id}", get(causal::show))
-        .route("/v1/transactions/{id}/events", post(causal::add))
         .route("/v1/transactions/{id}/commit", post(causal::commit))
         .route("/v1/transactions/{id}/rollback", post(causal::rollback))
         .merge(events)
@@ -68,7 +73,17 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .merge(deploys)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(coordinator)
+        .layer(Extension(Arc::new(limits.clone())))
+        .with_state(coordinator);
+
+    // The guard wraps each route added above (it reads the matched route);
+    // a route added after this line would be unchecked.
+    let guarded = match auth::Guard::new(&config.tokens, config.rate_limit) {
+        Some(guard) => routes.layer(middleware::from_fn_with_state(guard, auth::check)),
+        None => routes,
+    };
+    // Outermost, so that requests the guard refuses are traced and counted too.
+    telemetry::observe(guarded)
 }
 
 pub(crate) fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -186,11 +201,20 @@ async fn openapi() -> Response {
 
 async fn deploy(
     State(coordinator): Shared,
+    Extension(limits): Limits,
     ApiPath(function): ApiPath<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let name = function_name(&function)?;
-    let bytes = body(bytes)?.to_vec();
+    let bytes = body(bytes)
+        .map_err(|error| match error.status {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(
+                "component_too_large",
+                format!("the component is over the limit of {} bytes", limits.component_bytes),
+            ),
+            _ => error,
+        })?
+        .to_vec();
     if bytes.is_empty() {
         return Err(ApiError::bad_request("empty_component", "the body must be a .wasm component"));
     }
@@ -218,28 +242,57 @@ async fn function(State(coordinator): Shared, ApiPath(function): ApiPath<String>
 
 async fn send(
     State(coordinator): Shared,
+    Extension(limits): Limits,
     ApiPath((function, key)): ApiPath<(String, String)>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let process = wire::process_id(&function, &key)?;
+    let answer = send_event(&coordinator, &limits, &function, &key, bytes).await;
+    telemetry::answered(&answer);
+    answer
+}
+
+async fn send_event(
+    coordinator: &Coordinator,
+    limits: &RequestLimits,
+    function: &str,
+    key: &str,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let process = wire::process_id(function, key)?;
     let body: EventBody = parse(bytes)?;
     let presented = wire::parse_token(body.after.as_deref())?;
     if let Some(token) = &presented {
         coordinator.observe(token).await?;
     }
-    let request = wire::send_request(process.clone(), body)?;
+    let request = wire::send_request(process.clone(), body, limits)?;
     let span = tracing::info_span!("send", function = %process.function, process = %process.key);
     let applied = coordinator.send(request).instrument(span).await?;
     let token = CausalToken::at(applied.seq).merge(&presented.unwrap_or_default());
     ok(wire::applied(&process, &applied, token))
 }
 
-async fn send_bulk(State(coordinator): Shared, bytes: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn send_bulk(
+    State(coordinator): Shared,
+    Extension(limits): Limits,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let answer = send_events(&coordinator, &limits, bytes).await;
+    telemetry::refused(&answer);
+    answer
+}
+
+/// A bulk request; each event's answer is counted here, a request refused as
+/// a whole by the caller.
+async fn send_events(
+    coordinator: &Coordinator,
+    limits: &RequestLimits,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let body: BulkBody = parse(bytes)?;
-    if body.events.len() > MAX_BULK_EVENTS {
+    if body.events.len() > limits.bulk_events {
         return Err(ApiError::too_large(
             "too_many_events",
-            format!("{} events, over the limit of {MAX_BULK_EVENTS}", body.events.len()),
+            format!("{} events, over the limit of {}", body.events.len(), limits.bulk_events),
         ));
     }
     let presented = wire::parse_token(body.after.as_deref())?;
@@ -251,13 +304,16 @@ async fn send_bulk(State(coordinator): Shared, bytes: Result<Bytes, BytesRejecti
     let mut failures: Vec<Option<Value>> = Vec::with_capacity(body.events.len());
     let mut requests = Vec::new();
     for event in body.events {
-        match wire::bulk_request(event) {
+        match wire::bulk_request(event, limits) {
             Ok(mut request) => {
                 request.after = presented.as_ref().map(CausalToken::seq).filter(|s| s.0 > 0);
                 requests.push(request);
                 failures.push(None);
             }
-            Err(error) => failures.push(Some(json!(error.body()))),
+            Err(error) => {
+                telemetry::rejected(error.code);
+                failures.push(Some(json!(error.body())));
+            }
         }
     }
     let processes: Vec<_> = requests.iter().map(|r| r.process.clone()).collect();
@@ -275,19 +331,27 @@ async fn send_bulk(State(coordinator): Shared, bytes: Result<Bytes, BytesRejecti
                     let token = CausalToken::at(applied.seq);
                     BulkResult::Applied(wire::applied(process, &applied, token))
                 }
-                Some((Err(error), _)) => BulkResult::Failed { error: ApiError::from(error).body() },
-                None => BulkResult::Failed {
-                    error: ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "an answer is missing",
-                    )
-                    .body(),
-                },
+                Some((Err(error), _)) => {
+                    let error = ApiError::from(error);
+                    telemetry::rejected(error.code);
+                    BulkResult::Failed { error: error.body() }
+                }
+                None => {
+                    telemetry::rejected("internal");
+                    BulkResult::Failed {
+                        error: ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal",
+                            "an answer is missing",
+                        )
+                        .body(),
+                    }
+                }
             },
         };
         results.push(result);
     }
+    telemetry::accepted(accepted);
     let total = results.len();
     let token = CausalToken::at(max_seq.max(coordinator.token().seq()))
         .merge(&presented.unwrap_or_default());
@@ -447,10 +511,14 @@ async fn event(State(coordinator): Shared, ApiPath(seq): ApiPath<String>) -> Api
 async fn managers(State(coordinator): Shared) -> ApiResult {
     let (fsyncs, commits) = coordinator.commit_stats();
     let (pending, delivered, dead_lettered) = coordinator.delivery_stats();
-    let shards = serde_json::to_value(coordinator.managers())
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let internal = |e: serde_json::Error| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    };
+    let shards = serde_json::to_value(coordinator.managers()).map_err(internal)?;
+    let scaling = serde_json::to_value(coordinator.scaling()).map_err(internal)?;
     ok(json!({
         "shards": shards,
+        "scaling": scaling,
         "store": { "fsyncs": fsyncs, "commits": commits },
         "delivery": { "pending": pending, "delivered": delivered, "dead_lettered": dead_lettered },
     }))
@@ -511,6 +579,7 @@ mod tests {
         let routes = [
             ("/healthz", "get"),
             ("/v1/openapi.json", "get"),
+            ("/metrics", "get"),
             ("/v1/functions", "get"),
             ("/v1/functions/{function}", "put"),
             ("/v1/functions/{function}", "get"),

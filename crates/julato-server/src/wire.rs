@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::{ApiError, MAX_EVENT_DATA};
+use crate::{ApiError, RequestLimits};
 
 /// Body of a send: the event and its options.
 #[derive(Debug, Deserialize)]
@@ -64,9 +64,11 @@ pub fn parse_token(text: Option<&str>) -> Result<Option<CausalToken>, ApiError> 
         .map_err(|e| ApiError::bad_request("invalid_token", e.to_string()))
 }
 
+/// An event's data, at most `max_bytes` long.
 pub fn payload(
     data: Option<Box<RawValue>>,
     data_base64: Option<String>,
+    max_bytes: usize,
 ) -> Result<Payload, ApiError> {
     let payload = match (data, data_base64) {
         (Some(_), Some(_)) => {
@@ -81,10 +83,10 @@ pub fn payload(
         })?),
         (None, None) => Payload::Json("null".to_owned()),
     };
-    if payload.len() > MAX_EVENT_DATA {
+    if payload.len() > max_bytes {
         return Err(ApiError::too_large(
             "event_too_large",
-            format!("event data is {} bytes, over the limit of {MAX_EVENT_DATA}", payload.len()),
+            format!("event data is {} bytes, over the limit of {max_bytes}", payload.len()),
         ));
     }
     Ok(payload)
@@ -122,13 +124,17 @@ pub fn process_id(function: &str, key: &str) -> Result<ProcessId, ApiError> {
     Ok(ProcessId::new(function, key))
 }
 
-pub fn send_request(process: ProcessId, body: EventBody) -> Result<SendRequest, ApiError> {
+pub fn send_request(
+    process: ProcessId,
+    body: EventBody,
+    limits: &RequestLimits,
+) -> Result<SendRequest, ApiError> {
     check_event_type(&body.event_type)?;
     check_idempotency_key(&body.idempotency_key)?;
     Ok(SendRequest {
         process,
         event_type: body.event_type,
-        payload: payload(body.data, body.data_base64)?,
+        payload: payload(body.data, body.data_base64, limits.event_data)?,
         idempotency_key: body.idempotency_key,
         expected_version: body.expected_version.map(Version),
         after: parse_token(body.after.as_deref())?.map(|t| t.seq()).filter(|s| s.0 > 0),
@@ -136,7 +142,7 @@ pub fn send_request(process: ProcessId, body: EventBody) -> Result<SendRequest, 
     })
 }
 
-pub fn bulk_request(event: BulkEvent) -> Result<SendRequest, ApiError> {
+pub fn bulk_request(event: BulkEvent, limits: &RequestLimits) -> Result<SendRequest, ApiError> {
     let process = process_id(&event.function, &event.key)?;
     send_request(
         process,
@@ -148,6 +154,7 @@ pub fn bulk_request(event: BulkEvent) -> Result<SendRequest, ApiError> {
             expected_version: event.expected_version,
             after: None,
         },
+        limits,
     )
 }
 

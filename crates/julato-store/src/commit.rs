@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use fjall::PersistMode;
 use julato_core::{
@@ -18,7 +19,7 @@ use julato_core::{
 };
 use parking_lot::{Condvar, Mutex};
 
-use crate::{Error, Result, Tables, encode, keys};
+use crate::{Error, Result, Tables, encode, keys, telemetry};
 
 /// Everything one writer wants stored atomically.
 #[derive(Debug, Default)]
@@ -212,6 +213,10 @@ fn run(tables: &Tables, queue: &(Mutex<Queue>, Condvar)) {
         let outcome = match earlier {
             Some(reason) => Err(format!("the store stopped writing after a failure: {reason}")),
             None => write_group(tables, group.iter().map(|(commit, _)| commit))
+                .map(|took| {
+                    let events = group.iter().map(|(commit, _)| commit.records.len()).sum();
+                    telemetry::group_written(size, events, took);
+                })
                 .map_err(|e| e.to_string()),
         };
         {
@@ -234,10 +239,12 @@ fn run(tables: &Tables, queue: &(Mutex<Queue>, Condvar)) {
     }
 }
 
+/// Writes commits as one atomic batch and fsyncs it; answers how long the
+/// write and fsync took.
 fn write_group<'a>(
     tables: &Tables,
     commits: impl Iterator<Item = &'a Commit>,
-) -> Result<(), Error> {
+) -> Result<Duration, Error> {
     let mut batch = tables.db.batch().durability(Some(PersistMode::SyncAll));
     for commit in commits {
         for record in &commit.records {
@@ -290,7 +297,9 @@ fn write_group<'a>(
             write_restore(tables, &mut batch, restore);
         }
     }
-    batch.commit().map_err(|source| Error::Engine { doing: "committing a group", source })
+    let started = Instant::now();
+    batch.commit().map_err(|source| Error::Engine { doing: "committing a group", source })?;
+    Ok(started.elapsed())
 }
 
 fn write_restore(tables: &Tables, batch: &mut fjall::OwnedWriteBatch, restore: &Restore) {

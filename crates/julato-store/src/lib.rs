@@ -8,6 +8,7 @@
 
 mod commit;
 mod keys;
+pub mod telemetry;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

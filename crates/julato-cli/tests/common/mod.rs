@@ -149,14 +149,29 @@ pub struct Api {
 impl Api {
     /// A client of the server at `base` (`http://127.0.0.1:PORT`).
     pub fn new(base: &str) -> Self {
+        Self::with_headers(base, reqwest::header::HeaderMap::new())
+    }
+
+    fn with_headers(base: &str, headers: reqwest::header::HeaderMap) -> Self {
         assert!(base.starts_with("http://127.0.0.1:"), "not a loopback address: {base}");
         let http = reqwest::blocking::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
             .no_proxy()
+            .default_headers(headers)
             .build()
             .expect("building the HTTP client");
         Self { base: base.trim_end_matches('/').to_owned(), http }
+    }
+
+    /// A client of the same server that sends `Authorization: Bearer TOKEN`
+    /// with every request.
+    pub fn with_token(&self, token: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .expect("a token fit for a header");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        Self::with_headers(&self.base, headers)
     }
 
     pub fn url(&self) -> &str {
@@ -171,6 +186,22 @@ impl Api {
             Ok(answer) => answer,
             Err(error) => panic!("request to {} failed: {error:#}", self.base),
         }
+    }
+
+    /// Like [`Api::call`], and also returns the answer's headers.
+    #[track_caller]
+    pub fn call_with_headers(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> (Answer, reqwest::header::HeaderMap) {
+        let response = request
+            .send()
+            .unwrap_or_else(|error| panic!("request to {} failed: {error:#}", self.base));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().expect("reading an answer");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (Answer { status, body }, headers)
     }
 
     /// Like [`Api::call`], but a transport error is returned instead of panicking.
@@ -394,6 +425,8 @@ pub struct Server {
     runs: usize,
     /// Extra arguments of `julato serve`, given at every start of this server.
     serve_args: Vec<String>,
+    /// Extra environment of `julato serve`, given at every start of this server.
+    serve_env: Vec<(String, String)>,
 }
 
 impl Deref for Server {
@@ -413,6 +446,12 @@ impl Server {
     /// Like [`Server::start`], with extra arguments of `julato serve` (such as
     /// `--snapshot-every 5`) that every restart of this server gives again.
     pub fn start_with(serve_args: &[&str]) -> Self {
+        Self::start_with_env(serve_args, &[])
+    }
+
+    /// Like [`Server::start_with`], with extra environment variables (such as
+    /// `JULATO_ADMIN_TOKEN`) that every restart of this server gives again.
+    pub fn start_with_env(serve_args: &[&str], env: &[(&str, &str)]) -> Self {
         let data = tempfile::Builder::new()
             .prefix("julato-e2e-")
             .tempdir()
@@ -424,6 +463,7 @@ impl Server {
             stderr: Arc::default(),
             runs: 0,
             serve_args: serve_args.iter().map(|a| (*a).to_owned()).collect(),
+            serve_env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         };
         server.spawn();
         server
@@ -475,6 +515,10 @@ impl Server {
             .env("NO_COLOR", "1")
             .env_remove("JULATO_DATA")
             .env_remove("JULATO_LISTEN")
+            .env_remove("JULATO_ADMIN_TOKEN")
+            .env_remove("JULATO_CLIENT_TOKEN")
+            .env_remove("JULATO_TOKENS_FILE")
+            .envs(self.serve_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -653,6 +697,10 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
     command
         .args(args)
         .env_remove("JULATO_URL")
+        .env_remove("JULATO_TOKEN")
+        .env_remove("JULATO_ADMIN_TOKEN")
+        .env_remove("JULATO_CLIENT_TOKEN")
+        .env_remove("JULATO_TOKENS_FILE")
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env("no_proxy", "127.0.0.1,localhost")
         .env_remove("HTTP_PROXY")

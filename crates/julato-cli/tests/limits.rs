@@ -1,0 +1,133 @@
+//! End-to-end tests of the limit flags of `julato serve`: each limit set low
+//! refuses only the request that passes it, with the limit's own code, and
+//! leaves no trace; the next request within the limits succeeds.
+//!
+//! Needs the example components: run `make functions` first.
+
+mod common;
+
+use common::Server;
+use serde_json::{Value, json};
+
+fn limited_server() -> Server {
+    Server::start_with(&[
+        "--max-event-kib",
+        "4",
+        "--max-state-kib",
+        "1",
+        "--max-reply-kib",
+        "1",
+        "--max-emits",
+        "1",
+        "--max-body-kib",
+        "8",
+        "--max-bulk-mib",
+        "1",
+        "--max-bulk-events",
+        "10",
+        "--max-component-mib",
+        "1",
+    ])
+}
+
+fn say(text: &str) -> Value {
+    json!({ "type": "Say", "data": { "text": text } })
+}
+
+/// A `planes` flight with its airports and whether it departed and arrived.
+fn flight(origin: &str, dest: &str, departed: bool, arrived: bool) -> Value {
+    json!({
+        "type": "Flight",
+        "data": {
+            "year": 2013, "month": 1, "day": 1,
+            "dep_time": departed.then_some(517), "arr_time": arrived.then_some(830),
+            "dep_delay": 2, "arr_delay": 11, "carrier": "UA", "flight": 1545,
+            "tailnum": "N14228", "origin": origin, "dest": dest,
+            "air_time": 227, "distance": 1400,
+        },
+    })
+}
+
+#[test]
+fn request_limits_refuse_only_the_request_past_them() {
+    let server = limited_server();
+
+    // Component size: its own code; a component within the limit deploys.
+    server
+        .put_raw("/v1/functions/counter", vec![0u8; 3 << 19])
+        .expect_error(413, "component_too_large");
+    server.deploy("counter");
+
+    // Event data, then a body padded past the send limit with data well within.
+    server.send("counter", "a", &say(&"x".repeat(5 << 10))).expect_error(413, "event_too_large");
+    let padded = format!("{}{}", say("hi"), " ".repeat(9 << 10));
+    let path = common::Api::events_path("counter", "a");
+    server.post_raw(&path, padded).expect_error(413, "body_too_large");
+    assert_eq!(server.say("counter", "a", "hi")["version"], json!(1));
+
+    // Bulk requests: the event count and the body size.
+    let events: Vec<Value> = (0..11)
+        .map(|i| json!({ "function": "counter", "key": format!("b{i}"), "type": "Say", "data": { "text": "x" } }))
+        .collect();
+    server
+        .post_json("/v1/events", &json!({ "events": events }))
+        .expect_error(413, "too_many_events");
+    let padded = format!("{}{}", json!({ "events": events[..1] }), " ".repeat(1 << 20));
+    server.post_raw("/v1/events", padded).expect_error(413, "body_too_large");
+    assert_eq!(server.bulk(&events[..10])["accepted"], json!(10));
+
+    // A transaction's events are held to the event data limit too, and fail whole.
+    let tx = json!({ "events": [
+        { "function": "counter", "key": "t", "type": "Say", "data": { "text": "ok" } },
+        { "function": "counter", "key": "t", "type": "Say", "data": { "text": "x".repeat(5 << 10) } },
+    ] });
+    let refused = server.post_json("/v1/transactions", &tx);
+    refused.expect_error(413, "event_too_large");
+    assert_eq!(refused.body["error"]["event"], json!(1), "{refused:?}");
+    server.state("counter", "t").expect_error(404, "process_not_found");
+}
+
+#[test]
+fn handler_limits_refuse_only_the_event_past_them() {
+    let server = limited_server();
+    server.deploy("counter");
+    server.deploy("planes");
+    server.deploy("airports");
+    server.deploy("relay");
+
+    // Reply: 1,500 characters of text are within the event data limit, but the
+    // reply that repeats them is over 1 KiB.
+    server.say("counter", "r", "first");
+    server.send("counter", "r", &say(&"x".repeat(1500))).expect_error(422, "reply_too_large");
+    let next = server.say("counter", "r", "second");
+    assert_eq!((&next["version"], &next["state"]), (&json!(2), &json!(2)), "{next}");
+
+    // State: a plane's state keeps its last destination.
+    let long_dest = "D".repeat(1500);
+    server
+        .send("planes", "p", &flight("EWR", &long_dest, true, true))
+        .expect_error(422, "state_too_large");
+    server.state("planes", "p").expect_error(404, "process_not_found");
+
+    // Emits: a flight that departed and arrived emits two events; one that
+    // never departed emits none, and one that never arrived emits one.
+    server
+        .send("planes", "p", &flight("EWR", "IAH", true, true))
+        .expect_error(422, "too_many_emits");
+    assert_eq!(
+        server.send("planes", "p", &flight("EWR", "IAH", false, false)).ok()["version"],
+        json!(1)
+    );
+    assert_eq!(
+        server.send("planes", "p", &flight("EWR", "IAH", true, false)).ok()["version"],
+        json!(2)
+    );
+    let ping = json!({ "type": "Ping", "data": { "to": "b", "left": 1 } });
+    assert_eq!(server.send("relay", "a", &ping).ok()["version"], json!(1));
+
+    // Nothing of the refused events was stored.
+    let log = server.log();
+    let planes: Vec<&Value> = log.iter().filter(|e| e["function"] == "planes").collect();
+    assert_eq!(planes.len(), 2, "{planes:?}");
+    assert!(log.iter().all(|e| e["key"] != "r" || e["data"]["text"] != json!("x".repeat(1500))));
+}
