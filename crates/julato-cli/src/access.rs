@@ -69,6 +69,21 @@ pub struct LimitArgs {
     #[arg(long, default_value_t = (julato_server::MAX_COMPONENT_BYTES >> 20) as u64,
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     max_component_mib: u64,
+    /// Commands each process-manager shard may queue; past it a send is
+    /// answered 503 `overloaded` with `Retry-After`.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    queue_capacity: u64,
+    /// Sends of one process that may wait at once; past it a send to that
+    /// process is answered 429 `process_overloaded`, so one hot process cannot
+    /// fill its shard's queue.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    process_queue: u64,
+    /// Requests the server works on at once; past it a request is answered
+    /// 503 `overloaded` with `Retry-After` (`/healthz` and `/metrics` are
+    /// always answered).
+    #[arg(long, default_value_t = julato_server::MAX_IN_FLIGHT as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_in_flight: u64,
 }
 
 impl LimitArgs {
@@ -83,6 +98,8 @@ impl LimitArgs {
         if let Some(emits) = self.max_emits {
             config.limits.emits = emits as usize;
         }
+        config.queue_capacity = self.queue_capacity as usize;
+        config.process_queue = self.process_queue as usize;
     }
 
     /// The limits the HTTP layer checks.
@@ -93,6 +110,7 @@ impl LimitArgs {
             bulk_events: self.max_bulk_events as usize,
             component_bytes: (self.max_component_mib as usize) << 20,
             event_data: (self.max_event_kib as usize) << 10,
+            in_flight: self.max_in_flight as usize,
         }
     }
 }

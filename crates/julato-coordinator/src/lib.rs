@@ -43,6 +43,9 @@ pub struct Config {
     pub scaling: ScalingPolicy,
     /// Commands each shard may queue before senders are told to back off.
     pub queue_capacity: usize,
+    /// Single sends of one process that may wait at once
+    /// (`process_overloaded` past it).
+    pub process_queue: usize,
     /// Sandbox budgets per invocation.
     pub limits: Limits,
     /// Longest wait for a causal token to be covered.
@@ -70,6 +73,7 @@ impl Config {
             shards: (cores * 4).max(4),
             scaling: ScalingPolicy::for_cores(cores),
             queue_capacity: 4096,
+            process_queue: 1024,
             limits: Limits::default(),
             token_wait: Duration::from_secs(5),
             clock: Arc::new(SystemClock),
@@ -266,6 +270,7 @@ impl Coordinator {
                     ..config.scaling.clone()
                 },
                 queue_capacity: config.queue_capacity,
+                process_queue: config.process_queue,
                 snapshots: config.snapshots,
                 idle_eviction: config.idle_eviction,
                 memory_budget: config.memory_budget,

@@ -3,6 +3,7 @@
 //! parallel. A shard keeps the hot states of its processes in memory and hands
 //! each batch of accepted events to the store as one group-committed write.
 
+pub mod admission;
 pub mod autoscale;
 pub mod catalog;
 pub mod outbox;
@@ -39,6 +40,8 @@ pub enum SendError {
     IdempotencyKeyReused(String),
     #[error("the process manager's queue is full")]
     Overloaded,
+    #[error("{limit} events of {process} are already waiting; send it fewer at once")]
+    ProcessOverloaded { process: String, limit: usize },
     #[error("replaying the log of {process} failed: {message}; the function is not deterministic")]
     ReplayFailed { process: String, message: String },
     #[error("the server is shutting down")]
@@ -53,7 +56,13 @@ impl SendError {
     /// Whether trying again later may succeed: the event was not judged, only
     /// not taken (a full queue, a shutdown, a storage failure).
     pub fn is_transient(&self) -> bool {
-        matches!(self, SendError::Overloaded | SendError::ShuttingDown | SendError::Storage(_))
+        matches!(
+            self,
+            SendError::Overloaded
+                | SendError::ProcessOverloaded { .. }
+                | SendError::ShuttingDown
+                | SendError::Storage(_)
+        )
     }
 
     /// The stable code of this error, as the API and dead letters name it.
@@ -66,6 +75,7 @@ impl SendError {
             SendError::Component(_) => "component_unavailable",
             SendError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             SendError::Overloaded => "overloaded",
+            SendError::ProcessOverloaded { .. } => "process_overloaded",
             SendError::ReplayFailed { .. } => "replay_failed",
             SendError::ShuttingDown => "shutting_down",
             SendError::InvalidName(_) => "invalid_name",

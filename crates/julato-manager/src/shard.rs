@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::admission::Admission;
 use crate::autoscale::{Action, Decision, Planner, ScalingPolicy, ShardLoad};
 use crate::replay::Replayer;
 use crate::routing::{Partition, Routing};
@@ -166,6 +167,10 @@ pub struct ManagerConfig {
     pub scaling: ScalingPolicy,
     /// Commands each shard may queue before senders are told to back off.
     pub queue_capacity: usize,
+    /// Single sends of one process that may wait at once; past it the
+    /// process's sender is told to back off, so one hot process cannot fill
+    /// its shard's queue.
+    pub process_queue: usize,
     pub snapshots: SnapshotPolicy,
     /// A process untouched this long is evicted; `None` keeps it.
     pub idle_eviction: Option<Duration>,
@@ -183,6 +188,7 @@ impl Default for ManagerConfig {
             shards: 4,
             scaling: ScalingPolicy::for_cores(4),
             queue_capacity: 4096,
+            process_queue: 1024,
             snapshots: SnapshotPolicy::default(),
             idle_eviction: Some(Duration::from_secs(300)),
             memory_budget: 512 << 20,
@@ -444,6 +450,7 @@ pub struct Managers {
     started: Instant,
     outbox_ready: Arc<Notify>,
     delivery: Arc<DeliveryCounters>,
+    admission: Arc<Admission>,
 }
 
 /// Some or all shards stopped between batches; dropping this lets them go on.
@@ -525,6 +532,7 @@ impl Managers {
             started,
             outbox_ready,
             delivery,
+            admission: Admission::new(config.process_queue),
         };
         if let Some(idle) = config.idle_eviction {
             managers.start_eviction_timer(idle);
@@ -639,6 +647,8 @@ impl Managers {
     /// A [`SendError`] saying why the event was not applied; then nothing of it
     /// is stored.
     pub async fn send(&self, mut request: SendRequest) -> Answer {
+        // Held until answered or abandoned: counts this event as waiting.
+        let _ticket = self.admission.admit(&request.process)?;
         for _ in 0..MAX_REROUTES {
             let (respond, answer) = oneshot::channel();
             let queue = self.queue_of(&request.process)?;

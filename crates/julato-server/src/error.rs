@@ -61,6 +61,7 @@ fn status_of(code: &str) -> StatusCode {
         | "transaction_not_found"
         | "dead_letter_not_found" => StatusCode::NOT_FOUND,
         "version_conflict" | "idempotency_key_reused" => StatusCode::CONFLICT,
+        "process_overloaded" => StatusCode::TOO_MANY_REQUESTS,
         "handler_timeout" => StatusCode::GATEWAY_TIMEOUT,
         "overloaded" | "shutting_down" | "token_not_reached" | "time_not_settled" => {
             StatusCode::SERVICE_UNAVAILABLE

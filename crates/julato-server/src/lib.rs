@@ -6,6 +6,7 @@ mod causal;
 mod error;
 mod rate;
 mod routes;
+mod shed;
 mod telemetry;
 mod wire;
 
@@ -30,6 +31,8 @@ pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
 pub const MAX_EVENT_DATA: usize = 256 << 10;
 /// Default most events in one bulk request.
 pub const MAX_BULK_EVENTS: usize = 100_000;
+/// Default most requests worked on at once.
+pub const MAX_IN_FLIGHT: usize = 10_000;
 
 /// What the HTTP layer enforces itself, before the coordinator sees a request.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +61,9 @@ pub struct RequestLimits {
     pub component_bytes: usize,
     /// Largest event data, in bytes of JSON or raw bytes (`event_too_large`).
     pub event_data: usize,
+    /// Most requests worked on at once; past it a request is answered 503
+    /// `overloaded` (`/healthz` and `/metrics` are always answered).
+    pub in_flight: usize,
 }
 
 impl Default for RequestLimits {
@@ -68,6 +74,7 @@ impl Default for RequestLimits {
             bulk_events: MAX_BULK_EVENTS,
             component_bytes: MAX_COMPONENT_BYTES,
             event_data: MAX_EVENT_DATA,
+            in_flight: MAX_IN_FLIGHT,
         }
     }
 }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use crate::wire::{self, BulkBody, EventBody};
-use crate::{ApiError, Config, RequestLimits, auth, causal, telemetry};
+use crate::{ApiError, Config, RequestLimits, auth, causal, shed, telemetry};
 
 type Shared = State<Arc<Coordinator>>;
 /// The request limits, which every route is given.
@@ -82,8 +82,11 @@ pub fn router(coordinator: Arc<Coordinator>, config: &Config) -> Router {
         Some(guard) => routes.layer(middleware::from_fn_with_state(guard, auth::check)),
         None => routes,
     };
+    // Outside the guard, so a flood of refused requests is shed too; inside
+    // telemetry, so shed requests are counted.
+    let shedding = shed::layer(guarded, limits.in_flight);
     // Outermost, so that requests the guard refuses are traced and counted too.
-    telemetry::observe(guarded)
+    telemetry::observe(shedding)
 }
 
 pub(crate) fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
