@@ -32,8 +32,6 @@ pub struct AccessArgs {
     rate_burst: Option<u32>,
 }
 
-// FIXME(#5): the limits of transactions (events in one, open interactive ones)
-// are constants of the coordinator and have no flag yet.
 #[derive(Debug, Args)]
 pub struct LimitArgs {
     /// Largest event data, in KiB of JSON or raw bytes (`event_too_large`).
@@ -84,6 +82,12 @@ pub struct LimitArgs {
     #[arg(long, default_value_t = julato_server::MAX_IN_FLIGHT as u64,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_in_flight: u64,
+    /// Most events in one transaction (`too_many_events`).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_transaction_events: u64,
+    /// Most interactive transactions open at once (`overloaded`).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_open_transactions: u64,
 }
 
 impl LimitArgs {
@@ -100,6 +104,10 @@ impl LimitArgs {
         }
         config.queue_capacity = self.queue_capacity as usize;
         config.process_queue = self.process_queue as usize;
+        config.transactions = julato_coordinator::transactions::TransactionLimits {
+            events: self.max_transaction_events as usize,
+            open: self.max_open_transactions as usize,
+        };
     }
 
     /// The limits the HTTP layer checks.

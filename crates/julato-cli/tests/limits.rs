@@ -131,3 +131,31 @@ fn handler_limits_refuse_only_the_event_past_them() {
     assert_eq!(planes.len(), 2, "{planes:?}");
     assert!(log.iter().all(|e| e["key"] != "r" || e["data"]["text"] != json!("x".repeat(1500))));
 }
+
+#[test]
+fn transaction_limits_refuse_only_the_transaction_past_them() {
+    let server =
+        Server::start_with(&["--max-transaction-events", "2", "--max-open-transactions", "1"]);
+    server.deploy("counter");
+    let event = |key: &str| json!({ "function": "counter", "key": key, "type": "Say", "data": { "text": "t" } });
+
+    let three = json!({ "events": [event("a"), event("b"), event("c")] });
+    server.post_json("/v1/transactions", &three).expect_error(413, "too_many_events");
+    server.state("counter", "a").expect_error(404, "process_not_found");
+    let two = json!({ "events": [event("a"), event("b")] });
+    assert_eq!(
+        server.post_json("/v1/transactions", &two).ok()["events"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    let open = server.post_json("/v1/transactions/begin", &json!({})).ok();
+    let id = open["id"].as_str().expect("a transaction id").to_owned();
+    server.post_json("/v1/transactions/begin", &json!({})).expect_error(503, "overloaded");
+    let add = format!("/v1/transactions/{id}/events");
+    let one = json!({ "function": "counter", "key": "c", "type": "Say", "data": { "text": "t" } });
+    server.post_json(&add, &one).ok();
+    server.post_json(&add, &one).ok();
+    server.post_json(&add, &one).expect_error(413, "too_many_events");
+    server.post_json(&format!("/v1/transactions/{id}/rollback"), &json!({})).ok();
+    server.post_json("/v1/transactions/begin", &json!({})).ok();
+}

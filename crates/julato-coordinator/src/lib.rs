@@ -62,6 +62,8 @@ pub struct Config {
     pub max_hops: u32,
     /// An interactive transaction idle this long rolls back.
     pub transaction_timeout: Duration,
+    /// Events per transaction and interactive transactions open at once.
+    pub transactions: transactions::TransactionLimits,
 }
 
 impl Config {
@@ -82,6 +84,7 @@ impl Config {
             memory_budget: 512 << 20,
             max_hops: 32,
             transaction_timeout: Duration::from_secs(30),
+            transactions: transactions::TransactionLimits::default(),
         }
     }
 }
@@ -215,6 +218,7 @@ pub struct Coordinator {
     deliverer: Deliverer,
     sessions: transactions::Sessions,
     transaction_timeout: Duration,
+    transaction_limits: transactions::TransactionLimits,
 }
 
 /// The live version index of one process, for resolving points.
@@ -302,6 +306,7 @@ impl Coordinator {
             restoring: tokio::sync::Mutex::new(()),
             sessions: transactions::Sessions::default(),
             transaction_timeout: config.transaction_timeout,
+            transaction_limits: config.transactions,
         };
         coordinator.warm_after(newest_checkpoint.map_or(Seq(0), |c| c.seq), last_seq);
         Ok(coordinator)
@@ -591,6 +596,11 @@ impl Coordinator {
     /// Load of each process-manager shard.
     pub fn managers(&self) -> Vec<ShardStats> {
         self.managers.stats()
+    }
+
+    /// How big transactions may get, and how many may be open.
+    pub fn transaction_limits(&self) -> transactions::TransactionLimits {
+        self.transaction_limits
     }
 
     /// The autoscaler's bounds and newest decisions.

@@ -28,11 +28,20 @@ use serde::Serialize;
 
 use crate::{Coordinator, Error};
 
-/// Most interactive transactions open at once.
-const MAX_OPEN: usize = 10_000;
+/// How big transactions may get, and how many may be open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionLimits {
+    /// Most events one transaction may hold (`too_many_events`).
+    pub events: usize,
+    /// Most interactive transactions open at once (`overloaded`).
+    pub open: usize,
+}
 
-/// Most events one transaction may hold.
-pub const MAX_EVENTS: usize = 1_000;
+impl Default for TransactionLimits {
+    fn default() -> Self {
+        Self { events: 1_000, open: 10_000 }
+    }
+}
 
 /// An event's effect inside a transaction not yet committed.
 #[derive(Debug, Clone, Serialize)]
@@ -101,8 +110,9 @@ impl Coordinator {
     /// # Errors
     /// [`Error::Transaction`] naming the failing event; nothing is stored.
     pub async fn transact(&self, requests: Vec<SendRequest>) -> Result<Committed, Error> {
-        if requests.len() > MAX_EVENTS {
-            return Err(Error::TooManyEvents { count: requests.len(), limit: MAX_EVENTS });
+        let limit = self.transaction_limits.events;
+        if requests.len() > limit {
+            return Err(Error::TooManyEvents { count: requests.len(), limit });
         }
         let processes: Vec<ProcessId> = requests.iter().map(|r| r.process.clone()).collect();
         self.managers.transact(requests).await.map_err(|failed| Error::Transaction {
@@ -122,7 +132,7 @@ impl Coordinator {
             timeout.unwrap_or(self.transaction_timeout).min(self.transaction_timeout * 10);
         let mut open = self.sessions.open.lock();
         Sessions::sweep(&mut open);
-        if open.len() >= MAX_OPEN {
+        if open.len() >= self.transaction_limits.open {
             return Err(Error::Send(julato_manager::SendError::Overloaded));
         }
         let n = self.sessions.next.fetch_add(1, Ordering::Relaxed);
@@ -151,8 +161,9 @@ impl Coordinator {
         let seen = {
             let mut open = self.sessions.open.lock();
             let session = live(&mut open, id)?;
-            if session.events.len() >= MAX_EVENTS {
-                return Err(Error::TooManyEvents { count: MAX_EVENTS + 1, limit: MAX_EVENTS });
+            let limit = self.transaction_limits.events;
+            if session.events.len() >= limit {
+                return Err(Error::TooManyEvents { count: limit + 1, limit });
             }
             session.touched.get(&process).map(|(_, v, s)| (*v, s.clone()))
         };

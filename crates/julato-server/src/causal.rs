@@ -35,18 +35,15 @@ fn requests(
     events: Vec<BulkEvent>,
     after: Option<&CausalToken>,
     limits: &RequestLimits,
+    most: usize,
 ) -> Result<Vec<SendRequest>, ApiError> {
     if events.is_empty() {
         return Err(ApiError::bad_request("bad_request", "a transaction needs at least one event"));
     }
-    if events.len() > julato_coordinator::transactions::MAX_EVENTS {
+    if events.len() > most {
         return Err(ApiError::too_large(
             "too_many_events",
-            format!(
-                "{} events, over the limit of {} per transaction",
-                events.len(),
-                julato_coordinator::transactions::MAX_EVENTS
-            ),
+            format!("{} events, over the limit of {most} per transaction", events.len()),
         ));
     }
     events
@@ -101,7 +98,8 @@ async fn transact_events(
     if let Some(token) = &presented {
         coordinator.observe(token).await?;
     }
-    let requests = requests(body.events, presented.as_ref(), limits)?;
+    let most = coordinator.transaction_limits().events;
+    let requests = requests(body.events, presented.as_ref(), limits, most)?;
     let span = tracing::info_span!("transaction", events = requests.len());
     let answer = tracing::Instrument::instrument(coordinator.transact(requests), span)
         .await
