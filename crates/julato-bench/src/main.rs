@@ -6,6 +6,8 @@
 //! target/release/julato-bench [suite] [options]   # the whole suite, one table (see `suite`)
 //! target/release/julato-bench history [options]   # long histories (see `history`)
 //! target/release/julato-bench transfers [options] # transfer transactions beside single sends (see `transfers`)
+//! target/release/julato-bench hostile [options]   # a process's latency while hostile guests run (see `hostile`)
+//! target/release/julato-bench soak [options]      # minutes at 80% of the maximum rate (see `soak`)
 //! target/release/julato-bench sends [options]     # quick: Say sends beside GET /healthz
 //! ```
 //!
@@ -16,7 +18,9 @@
 
 mod flights;
 mod history;
+mod hostile;
 mod peers;
+mod soak;
 mod suite;
 mod transfers;
 
@@ -67,6 +71,10 @@ enum Mode {
     Sends(Options),
     /// Two-account transfer transactions per second beside single sends per second.
     Transfers(transfers::Options),
+    /// A well-behaved process's latency while hostile guests run, beside it alone.
+    Hostile(hostile::Options),
+    /// Minutes at a steady share of the maximum send rate: latency, errors, memory.
+    Soak(soak::Options),
 }
 
 /// Where the julato binary is, for every mode.
@@ -548,6 +556,8 @@ fn main() -> std::process::ExitCode {
         Mode::Suite(options) => suite::main(options),
         Mode::History(options) => history::main(options),
         Mode::Transfers(options) => transfers::main(options),
+        Mode::Hostile(options) => hostile::main(options),
+        Mode::Soak(options) => soak::main(options),
         Mode::Sends(options) => require_files(&[
             ("julato binary", &options.paths.julato),
             ("component", &options.counter),

@@ -121,15 +121,74 @@ pub fn percentile_ms(sorted_micros: &[u32], p: f64) -> f64 {
 }
 
 /// What one HTTP workload measured.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Measured {
     pub(crate) ok: u64,
-    /// Answers that were not 2xx, by status (0: no answer at all).
-    failed: BTreeMap<u16, u64>,
+    /// Answers that were not 2xx, by status (0: no answer at all) and error
+    /// code.
+    failed: BTreeMap<(u16, String), u64>,
     first_error: Option<String>,
     elapsed: Duration,
     /// Latencies of the successful requests, in microseconds, sorted.
     latencies: Vec<u32>,
+}
+
+/// Why one request did not succeed.
+pub(crate) struct Failure {
+    /// The answer's status, 0 when there was no answer.
+    status: u16,
+    /// The answer's `error.code`, or what kept the answer from coming.
+    code: String,
+    /// The status and the start of the body, or the transport error.
+    description: String,
+}
+
+impl Failure {
+    /// A request the load generator did not send because too many were
+    /// still unanswered.
+    pub(crate) fn not_sent(in_flight: usize) -> Self {
+        Failure {
+            status: 0,
+            code: "not sent: generator saturated".into(),
+            description: format!("{in_flight} requests were already unanswered"),
+        }
+    }
+}
+
+/// Sends one request and reads its whole answer; a non-2xx answer or none is a
+/// [`Failure`].
+pub(crate) async fn exchange(request: reqwest::RequestBuilder) -> Result<(), Failure> {
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => {
+            let code = if e.is_timeout() {
+                "no answer: timeout"
+            } else if e.is_connect() {
+                "no answer: connect"
+            } else {
+                "no answer"
+            };
+            return Err(Failure { status: 0, code: code.into(), description: e.to_string() });
+        }
+    };
+    let status = response.status();
+    match response.bytes().await {
+        Ok(_) if status.is_success() => Ok(()),
+        Ok(body) => {
+            let code = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let description =
+                format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+            Err(Failure { status: status.as_u16(), code, description })
+        }
+        Err(e) => Err(Failure {
+            status: status.as_u16(),
+            code: "body not read".into(),
+            description: e.to_string(),
+        }),
+    }
 }
 
 impl Measured {
@@ -141,27 +200,71 @@ impl Measured {
         percentile_ms(&self.latencies, p)
     }
 
+    /// What the first failure said.
+    pub(crate) fn first_error(&self) -> Option<&str> {
+        self.first_error.as_deref()
+    }
+
+    /// How long the window lasted, to its last answer.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+
     pub(crate) fn errors(&self) -> u64 {
         self.failed.values().sum()
+    }
+
+    /// The failures by kind (`422 fuel_exhausted`, `no answer: timeout`),
+    /// with their counts, most frequent first.
+    pub(crate) fn failures(&self) -> Vec<(String, u64)> {
+        let mut kinds: Vec<(String, u64)> = self
+            .failed
+            .iter()
+            .map(|((status, code), n)| {
+                let kind = match (status, code.is_empty()) {
+                    (0, _) => code.clone(),
+                    (status, true) => status.to_string(),
+                    (status, false) => format!("{status} {code}"),
+                };
+                (kind, *n)
+            })
+            .collect();
+        kinds.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        kinds
     }
 
     pub(crate) fn error_summary(&self) -> String {
         if self.failed.is_empty() {
             return "0".into();
         }
-        let by_status: Vec<String> = self
-            .failed
-            .iter()
-            .map(|(status, n)| {
-                if *status == 0 { format!("{n} without answer") } else { format!("{n}x {status}") }
-            })
-            .collect();
+        let kinds: Vec<String> =
+            self.failures().iter().map(|(kind, n)| format!("{n}x {kind}")).collect();
         format!(
             "{} ({}; first: {})",
             self.errors(),
-            by_status.join(", "),
+            kinds.join(", "),
             self.first_error.as_deref().unwrap_or("?")
         )
+    }
+
+    /// Counts one answer: its latency if it succeeded, else why not.
+    pub(crate) fn record(&mut self, outcome: Result<Duration, Failure>) {
+        match outcome {
+            Ok(took) => {
+                self.ok += 1;
+                self.latencies.push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+            }
+            Err(failure) => {
+                *self.failed.entry((failure.status, failure.code)).or_default() += 1;
+                self.first_error.get_or_insert(failure.description);
+            }
+        }
+    }
+
+    /// Closes the window: how long it took, and its latencies sorted.
+    pub(crate) fn finish(&mut self, elapsed: Duration) {
+        self.elapsed = elapsed;
+        self.latencies.sort_unstable();
     }
 
     fn absorb(&mut self, other: Measured) {
@@ -177,7 +280,8 @@ impl Measured {
 }
 
 /// Builds the `n`-th request of a workload.
-type MakeRequest = Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
+pub(crate) type MakeRequest =
+    Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
 
 /// When a workload stops.
 #[derive(Clone, Copy)]
@@ -217,34 +321,8 @@ async fn load(
                         }
                     };
                     let sent = Instant::now();
-                    let outcome = match make(&client, n).send().await {
-                        Ok(response) => {
-                            let status = response.status();
-                            match response.bytes().await {
-                                Ok(_) if status.is_success() => Ok(()),
-                                Ok(body) => Err((
-                                    status.as_u16(),
-                                    format!(
-                                        "{status}: {}",
-                                        String::from_utf8_lossy(&body[..body.len().min(300)])
-                                    ),
-                                )),
-                                Err(e) => Err((status.as_u16(), e.to_string())),
-                            }
-                        }
-                        Err(e) => Err((0, e.to_string())),
-                    };
-                    match outcome {
-                        Ok(()) => {
-                            measured.ok += 1;
-                            let micros = sent.elapsed().as_micros();
-                            measured.latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
-                        }
-                        Err((status, error)) => {
-                            *measured.failed.entry(status).or_default() += 1;
-                            measured.first_error.get_or_insert(error);
-                        }
-                    }
+                    let outcome = exchange(make(&client, n)).await;
+                    measured.record(outcome.map(|()| sent.elapsed()));
                 }
                 measured
             })
@@ -254,14 +332,14 @@ async fn load(
     for task in tasks {
         match task.await {
             Ok(measured) => all.absorb(measured),
-            Err(e) => {
-                *all.failed.entry(0).or_default() += 1;
-                all.first_error.get_or_insert(format!("a load task failed: {e}"));
-            }
+            Err(e) => all.record(Err(Failure {
+                status: 0,
+                code: "load task failed".into(),
+                description: format!("a load task failed: {e}"),
+            })),
         }
     }
-    all.elapsed = started.elapsed();
-    all.latencies.sort_unstable();
+    all.finish(started.elapsed());
     all
 }
 
@@ -313,7 +391,68 @@ pub(crate) async fn timed(
     (measured, warm)
 }
 
-fn report(name: &str, measured: &Measured) {
+/// Sends requests at a fixed `rate` for `duration`, whatever the pace of the
+/// answers (an open-loop load): request `i` is due `i / rate` seconds after the
+/// start and is timed from then, so a late answer holds back none of the
+/// requests after it, and a request the generator sends late counts its delay.
+/// A request due while `in_flight` are unanswered is not sent and counts as a
+/// failure.
+///
+/// Answers what each `window` of due times measured, in order (the last one
+/// may be shorter), and the whole run.
+pub(crate) async fn paced(
+    client: &reqwest::Client,
+    rate: f64,
+    duration: Duration,
+    window: Duration,
+    in_flight: usize,
+    next: &Arc<AtomicU64>,
+    make: &MakeRequest,
+) -> (Vec<Measured>, Measured) {
+    let started = tokio::time::Instant::now();
+    let requests = (rate * duration.as_secs_f64()).round() as u64;
+    let (seconds, window_seconds) = (duration.as_secs_f64(), window.as_secs_f64());
+    let windows = ((seconds / window_seconds).ceil() as usize).max(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let (answers, mut answered) =
+        tokio::sync::mpsc::unbounded_channel::<(usize, Result<Duration, Failure>)>();
+    let collector = tokio::spawn(async move {
+        let mut measured: Vec<Measured> = (0..windows).map(|_| Measured::default()).collect();
+        while let Some((window, outcome)) = answered.recv().await {
+            measured[window].record(outcome);
+        }
+        measured
+    });
+    for i in 0..requests {
+        let at = i as f64 / rate;
+        let due = started + Duration::from_secs_f64(at);
+        tokio::time::sleep_until(due).await;
+        let window = ((at / window_seconds) as usize).min(windows - 1);
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let _ = answers.send((window, Err(Failure::not_sent(in_flight))));
+            continue;
+        };
+        let (request, answers) = (make(client, n), answers.clone());
+        tokio::spawn(async move {
+            let outcome = exchange(request).await.map(|()| due.elapsed());
+            drop(slot);
+            let _ = answers.send((window, outcome));
+        });
+    }
+    drop(answers);
+    let mut measured = collector.await.unwrap_or_default();
+    let mut all = Measured::default();
+    for (window, measured) in measured.iter_mut().enumerate() {
+        let from = window as f64 * window_seconds;
+        measured.finish(Duration::from_secs_f64((seconds - from).min(window_seconds)));
+        all.absorb(measured.clone());
+    }
+    all.finish(started.elapsed());
+    (measured, all)
+}
+
+pub(crate) fn report(name: &str, measured: &Measured) {
     eprintln!(
         "{name}: {} answered in {:.2?} ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms, errors {}",
         measured.ok,
@@ -347,7 +486,7 @@ pub(crate) async fn stored_events(api: &Api, function: &str) -> anyhow::Result<(
 
 /// Checks that the store holds every acknowledged event of `function` and no
 /// more than were sent.
-async fn check_stored(
+pub(crate) async fn check_stored(
     api: &Api,
     function: &str,
     acknowledged: u64,

@@ -102,11 +102,11 @@ fn traps_and_stack_overflows_are_rejections() {
         matches!(&panic, Rejection::Trap(m) if m.contains("hostile guest panics on purpose")),
         "the trap names the panic: {panic:?}"
     );
-    // Unbounded recursion exhausts the guest's shadow stack in linear memory
-    // (an out-of-bounds trap) or wasm's call stack, whichever comes first.
+    // `Recurse` keeps nothing in linear memory, so wasm's call stack runs out
+    // before the guest's own stack does.
     let overflow = run(&executor, "Recurse", "{}").unwrap_err();
-    assert!(matches!(&overflow, Rejection::Trap(_)), "{overflow:?}");
-    assert_eq!(overflow.code(), "handler_trapped");
+    assert_eq!(overflow, Rejection::StackOverflow);
+    assert_eq!(overflow.code(), "stack_overflow");
     assert_eq!(run(&executor, "Fine", "{}").unwrap(), "1");
 }
 
@@ -154,4 +154,69 @@ fn compiled_code_is_reused_across_restarts() {
     let loaded = third.compile(&bytes).unwrap();
     assert_eq!(third.init(&loaded, "counter", "k").unwrap(), "0");
     assert_ne!(std::fs::read(&artifact).unwrap(), b"not machine code");
+}
+
+#[test]
+fn a_core_module_is_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = Executor::new(dir.path(), Limits::default()).unwrap();
+    let module = wat::parse_str(r#"(module (func (export "handle")))"#).unwrap();
+    let error = executor.compile(&module).err().expect("a core module must not compile");
+    assert!(matches!(error, julato_executor::Error::InvalidComponent(_)), "{error:?}");
+}
+
+#[test]
+fn imports_the_host_does_not_provide_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = Executor::new(dir.path(), Limits::default()).unwrap();
+    let evil = wat::parse_str(r#"(component (import "evil:host/steal" (func)))"#).unwrap();
+    let error = executor.compile(&evil).err().expect("an unknown import must not link");
+    assert!(
+        matches!(&error, julato_executor::Error::UnknownImports(names) if names == &["evil:host/steal"]),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("`evil:host/steal`"), "{error}");
+
+    // WASI beside the world's own `log`: only WASI is named.
+    let wasi = wat::parse_str(
+        r#"(component
+             (import "log" (func (param "level" u8) (param "message" string)))
+             (import "wasi:filesystem/types@0.2.0" (instance
+               (export "drop-everything" (func)))))"#,
+    )
+    .unwrap();
+    let error = executor.compile(&wasi).err().expect("a WASI import must not link");
+    assert!(
+        matches!(&error, julato_executor::Error::UnknownImports(names)
+            if names == &["wasi:filesystem/types@0.2.0"]),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn an_initial_state_that_traps_is_a_rejection() {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = Executor::new(dir.path(), Limits::default()).unwrap();
+    let loaded = executor.compile(&component("bad-init")).unwrap();
+    assert_eq!(executor.event_types(&loaded).unwrap(), ["Fine"]);
+    let error = executor.init(&loaded, "bad-init", "k").unwrap_err();
+    assert!(
+        matches!(&error, Rejection::Trap(m) if m.contains("building the initial state")),
+        "the trap names the panic: {error:?}"
+    );
+}
+
+#[test]
+fn oversized_states_and_too_many_emits_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = Executor::new(dir.path(), Limits::default()).unwrap();
+    let error = run(&executor, "HugeState", r#"{"bytes": 2000000}"#).unwrap_err();
+    assert_eq!(error.code(), "state_too_large");
+    let error = run(&executor, "ManyEmits", r#"{"count": 1000}"#).unwrap_err();
+    assert_eq!(error, Rejection::TooManyEmits { count: 1000, limit: 100 });
+    assert_eq!(error.code(), "too_many_emits");
+
+    let loaded = executor.compile(&component("hostile")).unwrap();
+    let within = executor.handle(&loaded, &ctx(), "ManyEmits", &json(r#"{"count": 3}"#), "0");
+    assert_eq!(within.unwrap().emits.len(), 3);
 }
