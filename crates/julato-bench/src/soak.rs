@@ -118,9 +118,10 @@ impl Samples {
         self.0.iter().copied().max_by_key(|s| s.1).unwrap_or_default()
     }
 
-    /// The newest sample at or before `at` seconds.
+    /// The sample nearest to `at` seconds.
     fn at(&self, at: f64) -> u64 {
-        self.0.iter().take_while(|s| s.0 <= at).last().map_or(0, |s| s.1)
+        let distance = |s: &(f64, u64)| (s.0 - at).abs();
+        self.0.iter().min_by(|a, b| distance(a).total_cmp(&distance(b))).map_or(0, |s| s.1)
     }
 
     /// About `count` samples spread over the run, for a one-line timeline.
@@ -322,4 +323,25 @@ async fn run(options: Options) -> anyhow::Result<()> {
         grouped(acknowledged)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_samples_give_start_peak_end_and_the_nearest() {
+        let samples = Samples(vec![(0.0, 100), (5.0, 300), (10.0, 200), (10.4, 250)]);
+        assert_eq!((samples.start(), samples.end()), (100, 250));
+        assert_eq!(samples.peak(), (5.0, 300));
+        assert_eq!(samples.at(4.0), 300);
+        assert_eq!(samples.at(10.1), 200);
+        assert_eq!(samples.timeline(2), "0 s 0.1 MiB, 10 s 0.2 MiB, 10 s 0.2 MiB");
+    }
+
+    #[test]
+    fn the_status_file_gives_the_resident_memory() {
+        assert!(rss_kib(std::process::id()).unwrap() > 0);
+        assert!(fraction("0.8").is_ok() && fraction("0").is_err() && fraction("1.5").is_err());
+    }
 }

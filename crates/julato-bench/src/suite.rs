@@ -1205,3 +1205,40 @@ async fn run(options: Options) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(status: u16, code: &str) -> Failure {
+        Failure { status, code: code.into(), description: format!("{status} {code}") }
+    }
+
+    #[test]
+    fn failures_are_counted_by_kind_most_frequent_first() {
+        let mut measured = Measured::default();
+        measured.record(Ok(Duration::from_millis(2)));
+        measured.record(Err(failure(422, "fuel_exhausted")));
+        measured.record(Err(failure(503, "overloaded")));
+        measured.record(Err(failure(503, "overloaded")));
+        measured.record(Err(failure(502, "")));
+        measured.record(Err(Failure::not_sent(8)));
+        measured.finish(Duration::from_secs(1));
+
+        assert_eq!(measured.ok, 1);
+        assert_eq!(measured.errors(), 5);
+        let failures = measured.failures();
+        let kinds: Vec<(&str, u64)> = failures.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("503 overloaded", 2),
+                ("422 fuel_exhausted", 1),
+                ("502", 1),
+                ("not sent: generator saturated", 1),
+            ]
+        );
+        assert_eq!(measured.first_error(), Some("422 fuel_exhausted"));
+        assert_eq!(measured.p(0.5), 2.0);
+    }
+}
