@@ -342,9 +342,6 @@ fn interactive_transaction_commits() {
     assert_eq!(account(&server, "a"), (100, 1));
     assert_eq!(server.state("account", "b").status, 404);
 
-    // A rejected add fails that event only; the transaction goes on.
-    add(&server, &id, &withdraw("a", 1000)).expect_error(422, "handler_rejected");
-
     let open = server.get(&format!("/v1/transactions/{id}")).ok();
     assert_eq!(open["events"], 2, "{open}");
     let processes = open["processes"].as_array().expect("processes");
@@ -367,6 +364,126 @@ fn interactive_transaction_commits() {
     server
         .post_json(&format!("/v1/transactions/{id}/commit"), &json!({}))
         .expect_error(404, "transaction_not_found");
+}
+
+/// An added event that fails aborts its transaction: later adds and the commit
+/// are refused, so the events the client meant as one never commit in part.
+#[test]
+fn a_failed_add_aborts_the_transaction() {
+    let server = Server::start();
+    server.deploy("account");
+    server.send("account", "a", &json!({ "type": "Deposit", "data": { "amount": 100 } })).ok();
+    let log_before = server.log().len();
+
+    // A transfer whose withdrawal is rejected: the deposit must not commit alone.
+    let id = begin(&server, None);
+    add(&server, &id, &deposit("b", 500)).ok();
+    let failed = add(&server, &id, &withdraw("a", 500));
+    failed.expect_error(422, "handler_rejected");
+    assert_eq!(failed.body["error"]["transaction_aborted"], true, "{failed:?}");
+    assert_eq!(failed.body["error"]["transaction"], id.as_str(), "{failed:?}");
+
+    let open = server.get(&format!("/v1/transactions/{id}")).ok();
+    assert_eq!(open["aborted"], true, "{open}");
+    assert!(open["aborted_by"].as_str().is_some_and(|r| r.contains("rejected")), "{open}");
+    add(&server, &id, &deposit("c", 1)).expect_error(409, "transaction_aborted");
+    server
+        .post_json(&format!("/v1/transactions/{id}/commit"), &json!({}))
+        .expect_error(409, "transaction_aborted");
+    // The commit closed it; nothing was stored.
+    server.get(&format!("/v1/transactions/{id}")).expect_error(404, "transaction_not_found");
+    assert_eq!(account(&server, "a"), (100, 1));
+    assert_eq!(server.state("account", "b").status, 404, "b must not exist");
+    assert_eq!(server.log().len(), log_before);
+
+    // An unmet expected version aborts too; a rollback then ends it cleanly.
+    let id = begin(&server, None);
+    let mut stale = withdraw("a", 1);
+    stale["expected_version"] = json!(7);
+    add(&server, &id, &stale).expect_error(409, "version_conflict");
+    add(&server, &id, &withdraw("a", 1)).expect_error(409, "transaction_aborted");
+    let rolled = server.post_json(&format!("/v1/transactions/{id}/rollback"), &json!({})).ok();
+    assert_eq!(rolled["events"], 0, "{rolled}");
+
+    // A request refused before it reaches the transaction (a malformed event)
+    // leaves it as it was.
+    let id = begin(&server, None);
+    add(&server, &id, &json!({ "function": "account", "key": "a", "type": "Deposit", "data": { "amount": 5 }, "bogus": 1 }))
+        .expect_error(400, "invalid_json");
+    add(&server, &id, &deposit("a", 5)).ok();
+    server.post_json(&format!("/v1/transactions/{id}/commit"), &json!({})).ok();
+    assert_eq!(account(&server, "a"), (105, 2));
+}
+
+/// Edges of the interactive API: an empty commit, a zero timeout, `after` on
+/// begin and on one added event.
+#[test]
+fn interactive_transaction_edges() {
+    let server = Server::start();
+    server.deploy("account");
+    let first =
+        server.send("account", "a", &json!({ "type": "Deposit", "data": { "amount": 100 } })).ok();
+
+    let id = begin(&server, None);
+    server
+        .post_json(&format!("/v1/transactions/{id}/commit"), &json!({}))
+        .expect_error(400, "empty_transaction");
+    server.get(&format!("/v1/transactions/{id}")).expect_error(404, "transaction_not_found");
+    transaction(&server, &[]).expect_error(400, "empty_transaction");
+
+    server
+        .post_json("/v1/transactions/begin", &json!({ "timeout_ms": 0 }))
+        .expect_error(400, "invalid_timeout");
+    // A timeout past ten times the server's is capped, and the answer says so.
+    let begun =
+        server.post_json("/v1/transactions/begin", &json!({ "timeout_ms": u64::MAX })).expect(201);
+    assert_eq!(begun["timeout_ms"], 300_000, "{begun}");
+
+    // A malformed token is a 400.
+    server
+        .post_json("/v1/transactions/begin", &json!({ "after": "v2.0-nope" }))
+        .expect_error(400, "invalid_token");
+
+    // `after` on begin is a cause of every event added without a token of its own.
+    let token = first["token"].as_str().expect("token").to_owned();
+    let begun =
+        server.post_json(&format!("/v1/transactions/begin?after={token}"), &json!({})).expect(201);
+    let id = begun["id"].as_str().expect("id").to_owned();
+    assert!(begun["token"].as_str().is_some(), "{begun}");
+    add(&server, &id, &deposit("b", 1)).ok();
+    // An added event's own token, in its body.
+    let other =
+        server.send("account", "c", &json!({ "type": "Deposit", "data": { "amount": 1 } })).ok();
+    let mut own = deposit("d", 1);
+    own["after"] = other["token"].clone();
+    add(&server, &id, &own).ok();
+    let committed = server.post_json(&format!("/v1/transactions/{id}/commit"), &json!({})).ok();
+    let seqs: Vec<u64> = committed["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| as_u64(&e["seq"], "seq"))
+        .collect();
+    let token_causes = |seq: u64| -> Vec<u64> {
+        let event = server.get(&format!("/v1/events/{seq}")).ok();
+        event["causes"]
+            .as_array()
+            .expect("causes")
+            .iter()
+            .filter(|c| c["kind"] == "token")
+            .map(|c| as_u64(&c["seq"], "cause seq"))
+            .collect()
+    };
+    assert_eq!(token_causes(seqs[0]), vec![as_u64(&first["seq"], "seq")]);
+    assert_eq!(token_causes(seqs[1]), vec![as_u64(&other["seq"], "seq")]);
+
+    // Only an added event takes `after` of its own: in a bulk request or a
+    // one-shot transaction it goes at the top.
+    let mut inner = deposit("a", 1);
+    inner["after"] = json!(token);
+    let refused = transaction(&server, &[inner]);
+    refused.expect_error(400, "bad_request");
+    assert_eq!(refused.body["error"]["event"], 0, "{refused:?}");
 }
 
 /// A plain send to a touched process between add and commit fails the commit with
@@ -503,7 +620,8 @@ fn flights_are_delivered_to_airports_with_a_graph() {
     assert_eq!(dot.status, 200, "{dot:?}");
     let text = dot.body.as_str().expect("dot is text");
     assert!(text.contains("->"), "{text}");
-    assert!(text.contains("digraph"), "{text}");
+    assert!(text.starts_with("digraph effects {"), "{text}");
+    assert!(!text.contains("truncated"), "{text}");
 
     // A cancelled flight emits nothing (its only effect is the plane's next event).
     let graph = server.get(&format!("/v1/events/{}/graph?direction=effects&depth=1", seqs[2]));

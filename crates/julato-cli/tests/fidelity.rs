@@ -64,6 +64,18 @@ fn an_idempotency_key_is_bound_to_its_first_event() {
     server.post_json(&path, &bytes).expect_error(409, "idempotency_key_reused");
     assert_eq!(server.state("counter", "p1").ok()["version"], 1);
 
+    // Whitespace between the data's tokens is not a different event; inside a
+    // string it is.
+    let spaced = br#"{ "type": "Say", "data": { "text" : "a" },
+        "idempotency_key": "shared" }"#;
+    let retried = server.post_raw(&path, spaced.to_vec()).ok();
+    assert_eq!(
+        (retried["seq"].clone(), retried["deduplicated"].clone()),
+        (applied["seq"].clone(), json!(true))
+    );
+    let padded = json!({"type": "Say", "data": {"text": "a "}, "idempotency_key": "shared"});
+    server.post_json(&path, &padded).expect_error(409, "idempotency_key_reused");
+
     // Keys are scoped to one process.
     let elsewhere = server.post_json(&Api::events_path("counter", "p2"), &other).ok();
     assert_eq!(elsewhere["deduplicated"], false);
@@ -105,4 +117,68 @@ fn malformed_paths_and_queries_get_json_errors() {
         );
     }
     assert_eq!(server.log().len(), 1);
+}
+
+/// A POST that takes a causal token takes it as `?after=` or in its body, and
+/// refuses what it does not know rather than ignoring it.
+#[test]
+fn posted_requests_take_after_in_the_query_or_the_body() {
+    let server = Server::start();
+    server.deploy("counter");
+    let sent = server.say("counter", "k", "x");
+    let token = sent["token"].as_str().expect("token").to_owned();
+    let cut = json!({ "processes": [{ "function": "counter", "key": "k" }] });
+
+    let read = server.post_json(&format!("/v1/states?after={token}"), &cut).ok();
+    assert_eq!(read["states"][0]["version"], 1, "{read}");
+    // On a send, the token's event becomes a cause of the new one.
+    let elsewhere = server.say("counter", "other", "x");
+    let other_token = elsewhere["token"].as_str().expect("token").to_owned();
+    let path = Api::events_path("counter", "k");
+    let again = server
+        .post_json(
+            &format!("{path}?after={other_token}"),
+            &json!({"type": "Say", "data": {"text": "y"}}),
+        )
+        .ok();
+    let event = server.get(&format!("/v1/events/{}", again["seq"])).ok();
+    let causes = event["causes"].as_array().expect("causes");
+    assert!(causes.iter().any(|c| c["kind"] == "token" && c["seq"] == elsewhere["seq"]), "{event}");
+
+    // Read, not ignored: a malformed token, two different ones, an unknown parameter.
+    for (route, body) in [
+        ("/v1/states", cut.clone()),
+        (path.as_str(), json!({"type": "Say", "data": {"text": "z"}})),
+    ] {
+        server.post_json(&format!("{route}?after=nope"), &body).expect_error(400, "invalid_token");
+        let mut both = body.clone();
+        both["after"] = json!(token);
+        server
+            .post_json(&format!("{route}?after={other_token}"), &both)
+            .expect_error(400, "invalid_token");
+        server.post_json(&format!("{route}?version=1"), &body).expect_error(400, "invalid_query");
+    }
+
+    // Bodies are JSON objects: the array of a struct's fields is not taken.
+    server
+        .post_raw(
+            "/v1/transactions",
+            br#"[[{"function":"counter","key":"k","type":"Say","data":{"text":"t"}}]]"#.to_vec(),
+        )
+        .expect_error(400, "invalid_json");
+    server.post_raw(&path, br#"["Say", {"text": "t"}]"#.to_vec()).expect_error(400, "invalid_json");
+
+    // An event with a bad name in a transaction is named.
+    let refused = server.post_json(
+        "/v1/transactions",
+        &json!({ "events": [{ "function": "counter", "key": "", "type": "Say", "data": {"text": "t"} }] }),
+    );
+    refused.expect_error(400, "invalid_name");
+    let error = &refused.body["error"];
+    assert_eq!(
+        (&error["event"], &error["function"], &error["key"]),
+        (&json!(0), &json!("counter"), &json!("")),
+        "{refused:?}"
+    );
+    assert_eq!(server.state("counter", "k").ok()["version"], 2);
 }

@@ -76,6 +76,17 @@ fn request_limits_refuse_only_the_request_past_them() {
     server.post_raw("/v1/events", padded).expect_error(413, "body_too_large");
     assert_eq!(server.bulk(&events[..10])["accepted"], json!(10));
 
+    // A read of several processes is held to the same count and body size.
+    let processes: Vec<Value> =
+        (0..11).map(|i| json!({ "function": "counter", "key": format!("b{i}") })).collect();
+    server
+        .post_json("/v1/states", &json!({ "processes": processes }))
+        .expect_error(413, "too_many_events");
+    let padded = format!("{}{}", json!({ "processes": processes[..1] }), " ".repeat(1 << 20));
+    server.post_raw("/v1/states", padded).expect_error(413, "body_too_large");
+    let read = server.post_json("/v1/states", &json!({ "processes": processes[..10] })).ok();
+    assert_eq!(read["states"].as_array().map(Vec::len), Some(10), "{read}");
+
     // A transaction's events are held to the event data limit too, and fail whole.
     let tx = json!({ "events": [
         { "function": "counter", "key": "t", "type": "Say", "data": { "text": "ok" } },

@@ -61,7 +61,18 @@ pub struct Graph {
 impl Graph {
     /// The graph in Graphviz DOT.
     pub fn to_dot(&self) -> String {
-        let mut out = String::from("digraph causes {\n  rankdir=LR;\n  node [shape=box];\n");
+        // Named after the walk: `digraph causes` or `digraph effects`.
+        let mut out =
+            format!("digraph {} {{\n  rankdir=LR;\n  node [shape=box];\n", self.direction);
+        if self.truncated {
+            out.push_str(&format!(
+                "  // truncated: the walk stopped at {} events before depth {}\n  \
+                 label=\"truncated at {} events\";\n",
+                self.nodes.len(),
+                self.depth,
+                self.nodes.len()
+            ));
+        }
         for node in &self.nodes {
             let label = format!(
                 "#{} {}/{} v{}\\n{}",
@@ -248,5 +259,47 @@ fn node(record: &EventRecord, depth: u32) -> Node {
         event_type: record.event_type.clone(),
         transaction: record.transaction.map(|t| t.0),
         depth,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Edge, Graph, Node};
+
+    fn graph(direction: &'static str, truncated: bool) -> Graph {
+        let node = |seq: u64, key: &str| Node {
+            seq,
+            function: "airports".to_owned(),
+            key: key.to_owned(),
+            version: 1,
+            event_type: "Departure \"x\"".to_owned(),
+            transaction: None,
+            depth: 0,
+        };
+        Graph {
+            root: 1,
+            direction,
+            depth: 2,
+            nodes: vec![node(1, "EWR"), node(2, "I\\AH")],
+            edges: vec![Edge { cause: 1, effect: 2, kind: "emit" }],
+            truncated,
+        }
+    }
+
+    #[test]
+    fn dot_is_named_after_its_direction_and_escapes_labels() {
+        let dot = graph("effects", false).to_dot();
+        assert!(dot.starts_with("digraph effects {\n"), "{dot}");
+        assert!(dot.contains(r##"e2 [label="#2 airports/I\\AH v1\nDeparture \"x\""];"##), "{dot}");
+        assert!(dot.contains("e1 -> e2 [label=\"emit\"];"), "{dot}");
+        assert!(!dot.contains("truncated"), "{dot}");
+        assert!(graph("causes", false).to_dot().starts_with("digraph causes {\n"));
+    }
+
+    #[test]
+    fn a_truncated_walk_says_so_in_dot() {
+        let dot = graph("causes", true).to_dot();
+        assert!(dot.contains("label=\"truncated at 2 events\";"), "{dot}");
+        assert!(dot.ends_with("}\n"), "{dot}");
     }
 }

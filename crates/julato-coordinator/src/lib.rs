@@ -131,6 +131,17 @@ pub enum Error {
     TooManyEvents { count: usize, limit: usize },
     #[error("no open transaction `{0}` (it may have been committed, rolled back or timed out)")]
     UnknownTransaction(String),
+    /// An event added to an open transaction failed; the transaction is now
+    /// aborted, so that it can never commit without that event.
+    #[error("{source}; transaction `{id}` is aborted and can only be rolled back")]
+    AbortedBy { id: String, source: Box<Error> },
+    /// A commit or an add to a transaction an earlier failed event aborted.
+    #[error("transaction `{id}` was aborted by a failed event ({reason}); roll it back")]
+    TransactionAborted { id: String, reason: String },
+    #[error("transaction `{0}` holds no events: nothing to commit")]
+    EmptyTransaction(String),
+    #[error("an idle timeout of 0 ms would roll the transaction back at once")]
+    ZeroTimeout,
     #[error("no dead letter {0}")]
     UnknownDeadLetter(Origin),
     #[error(transparent)]
@@ -174,6 +185,10 @@ impl Error {
             Error::TokenPartition(..) => "token_partition_unknown",
             Error::TooManyEvents { .. } => "too_many_events",
             Error::UnknownTransaction(_) => "transaction_not_found",
+            Error::AbortedBy { source, .. } => source.code(),
+            Error::TransactionAborted { .. } => "transaction_aborted",
+            Error::EmptyTransaction(_) => "empty_transaction",
+            Error::ZeroTimeout => "invalid_timeout",
             Error::UnknownDeadLetter(_) => "dead_letter_not_found",
             Error::TimeNotSettled(..) => "time_not_settled",
             Error::Store(_) => "storage_failed",

@@ -15,12 +15,18 @@
 //! changes, this makes the transaction serializable: it commits as if it had
 //! run alone at its commit. A process changed in between fails the commit
 //! with a version conflict, and nothing is stored.
+//!
+//! An added event that fails (its handler rejects it, its expected version is
+//! not met, a limit is hit) aborts the transaction: every later add and the
+//! commit fail with `transaction_aborted`, so a transaction can never commit
+//! without one of the events its client meant it to hold. Only a rollback
+//! (or the idle timeout) ends it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use julato_core::{ProcessId, Version, check_expected_version};
+use julato_core::{ProcessId, Seq, Version, check_expected_version};
 use julato_executor::HandlerContext;
 use julato_manager::{Committed, SendRequest};
 use parking_lot::Mutex;
@@ -72,6 +78,8 @@ pub struct Touched {
 pub struct OpenTransaction {
     pub events: usize,
     pub touched: Vec<Touched>,
+    /// Why an added event aborted it, if one did.
+    pub aborted: Option<String>,
 }
 
 /// One open interactive transaction.
@@ -82,6 +90,11 @@ struct Open {
     touched: HashMap<ProcessId, (Version, Version, String)>,
     last_used: Instant,
     timeout: Duration,
+    /// The newest seq of the causal token the client began with: a cause of
+    /// every event added without a token of its own.
+    after: Option<Seq>,
+    /// Why an added event failed, which aborted the transaction.
+    aborted: Option<String>,
 }
 
 /// The open interactive transactions of a node.
@@ -123,11 +136,20 @@ impl Coordinator {
     }
 
     /// Opens an interactive transaction that rolls back once idle for `timeout`
-    /// (the configured default if `None`); answers its id.
+    /// (the configured default if `None`, at most ten times it); answers its
+    /// id and the timeout it got. `after` is the newest seq of a causal token
+    /// the caller has already observed.
     ///
     /// # Errors
-    /// [`Error::Overloaded`] when too many are open.
-    pub fn begin(&self, timeout: Option<Duration>) -> Result<(String, Duration), Error> {
+    /// [`Error::ZeroTimeout`]; [`Error::Overloaded`] when too many are open.
+    pub fn begin(
+        &self,
+        timeout: Option<Duration>,
+        after: Option<Seq>,
+    ) -> Result<(String, Duration), Error> {
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::ZeroTimeout);
+        }
         let timeout =
             timeout.unwrap_or(self.transaction_timeout).min(self.transaction_timeout * 10);
         let mut open = self.sessions.open.lock();
@@ -143,6 +165,8 @@ impl Coordinator {
             touched: HashMap::new(),
             last_used: Instant::now(),
             timeout,
+            after: after.filter(|s| s.0 > 0),
+            aborted: None,
         };
         open.insert(id.clone(), session);
         Ok((id, timeout))
@@ -152,21 +176,59 @@ impl Coordinator {
     /// effect. Runs a handler, so call it off the async executor.
     ///
     /// # Errors
-    /// [`Error::UnknownTransaction`] for an unknown or expired id; the
-    /// handler's rejection or a version conflict (the transaction stays open
-    /// and the event is not added).
-    pub fn add(&self, id: &str, request: SendRequest) -> Result<Tentative, Error> {
+    /// [`Error::UnknownTransaction`] for an unknown or expired id;
+    /// [`Error::TransactionAborted`] when an earlier event aborted it;
+    /// [`Error::AbortedBy`] wrapping why this event failed (the handler's
+    /// rejection, a version conflict, a limit), which aborts the transaction.
+    pub fn add(&self, id: &str, mut request: SendRequest) -> Result<Tentative, Error> {
         let process = request.process.clone();
         // The process's version and state as the transaction sees it.
         let seen = {
             let mut open = self.sessions.open.lock();
             let session = live(&mut open, id)?;
+            if let Some(reason) = &session.aborted {
+                return Err(Error::TransactionAborted {
+                    id: id.to_owned(),
+                    reason: reason.clone(),
+                });
+            }
+            if request.after.is_none() {
+                request.after = session.after;
+            }
             let limit = self.transaction_limits.events;
             if session.events.len() >= limit {
-                return Err(Error::TooManyEvents { count: limit + 1, limit });
+                Err(Error::TooManyEvents { count: limit + 1, limit })
+            } else {
+                Ok(session.touched.get(&process).map(|(_, v, s)| (*v, s.clone())))
             }
-            session.touched.get(&process).map(|(_, v, s)| (*v, s.clone()))
         };
+        let tentative = seen.and_then(|seen| self.run_tentatively(id, request, seen));
+        match tentative {
+            Err(error @ (Error::UnknownTransaction(_) | Error::TransactionAborted { .. })) => {
+                Err(error)
+            }
+            Err(error) => {
+                let mut open = self.sessions.open.lock();
+                if let Some(session) = open.get_mut(id) {
+                    session.aborted.get_or_insert_with(|| error.to_string());
+                }
+                tracing::info!(transaction = %id, %process, code = error.code(), "event failed, transaction aborted");
+                Err(Error::AbortedBy { id: id.to_owned(), source: Box::new(error) })
+            }
+            Ok(tentative) => Ok(tentative),
+        }
+    }
+
+    /// Runs `request` on the transaction's view of its process (`seen`, or the
+    /// committed state when the transaction has not touched it yet) and
+    /// records the outcome in the transaction.
+    fn run_tentatively(
+        &self,
+        id: &str,
+        request: SendRequest,
+        seen: Option<(Version, String)>,
+    ) -> Result<Tentative, Error> {
+        let process = request.process.clone();
         let (first_read, (version, state)) = match seen {
             Some(seen) => (None, seen),
             None => {
@@ -174,6 +236,16 @@ impl Coordinator {
                 (Some(committed.0), committed)
             }
         };
+        if let Some(first_read) = first_read {
+            // Recorded before the handler runs, so that even an event that
+            // fails counts the process as read.
+            let mut open = self.sessions.open.lock();
+            let session = live(&mut open, id)?;
+            session
+                .touched
+                .entry(process.clone())
+                .or_insert_with(|| (first_read, first_read, state.clone()));
+        }
         check_expected_version(version, request.expected_version)
             .map_err(|e| Error::Send(e.into()))?;
 
@@ -200,6 +272,9 @@ impl Coordinator {
 
         let mut open = self.sessions.open.lock();
         let session = live(&mut open, id)?;
+        if let Some(reason) = &session.aborted {
+            return Err(Error::TransactionAborted { id: id.to_owned(), reason: reason.clone() });
+        }
         let entry = session
             .touched
             .entry(process.clone())
@@ -240,14 +315,19 @@ impl Coordinator {
                 version: *now,
             })
             .collect();
-        Ok(OpenTransaction { events: session.events.len(), touched })
+        Ok(OpenTransaction {
+            events: session.events.len(),
+            touched,
+            aborted: session.aborted.clone(),
+        })
     }
 
     /// Commits an interactive transaction: every process it touched must still
     /// be at the version it first read. The transaction is closed either way.
     ///
     /// # Errors
-    /// [`Error::UnknownTransaction`], or [`Error::Transaction`] (a version
+    /// [`Error::UnknownTransaction`], [`Error::TransactionAborted`],
+    /// [`Error::EmptyTransaction`], or [`Error::Transaction`] (a version
     /// conflict when a touched process changed since).
     pub async fn commit(&self, id: &str) -> Result<Committed, Error> {
         let session = {
@@ -255,6 +335,12 @@ impl Coordinator {
             live(&mut open, id)?;
             open.remove(id).ok_or_else(|| Error::UnknownTransaction(id.to_owned()))?
         };
+        if let Some(reason) = session.aborted {
+            return Err(Error::TransactionAborted { id: id.to_owned(), reason });
+        }
+        if session.events.is_empty() {
+            return Err(Error::EmptyTransaction(id.to_owned()));
+        }
         let mut requests = session.events;
         let mut seen: HashMap<ProcessId, ()> = HashMap::new();
         for request in &mut requests {

@@ -131,11 +131,29 @@ pub struct Applied {
 }
 
 impl SendRequest {
-    /// SHA-256 over the event type and data, hex.
+    /// SHA-256 over the event type and data, hex. JSON data is hashed without
+    /// its insignificant whitespace, so a retry that spaces the same JSON
+    /// differently matches; anything else (key order, number spelling,
+    /// string escapes) is compared as sent.
     pub fn digest(&self) -> String {
+        self.digest_of(true)
+    }
+
+    /// Whether `stored`, the digest an idempotency key was first used with,
+    /// is this request's. Keys stored before whitespace was ignored carry the
+    /// digest of the text as sent, which matches too.
+    pub fn matches_digest(&self, stored: &str) -> bool {
+        stored == self.digest() || stored == self.digest_of(false)
+    }
+
+    fn digest_of(&self, compact: bool) -> String {
         let mut hasher = Sha256::new();
         hasher.update(self.event_type.as_bytes());
         match &self.payload {
+            Payload::Json(text) if compact => {
+                hasher.update(b"\0json\0");
+                hasher.update(compact_json(text).as_bytes());
+            }
             Payload::Json(text) => {
                 hasher.update(b"\0json\0");
                 hasher.update(text.as_bytes());
@@ -147,6 +165,30 @@ impl SendRequest {
         }
         hex::encode(hasher.finalize())
     }
+}
+
+/// Valid JSON text without the whitespace between its tokens; the text of
+/// its strings is kept as it is.
+fn compact_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
 }
 
 type Answer = Result<Applied, SendError>;
@@ -1619,10 +1661,10 @@ impl Shard {
             .ok_or_else(|| SendError::UnknownFunction(process.function.clone()))?;
 
         let digest = request.idempotency_key.as_ref().map(|_| request.digest());
-        if let (Some(token), Some(digest)) = (&request.idempotency_key, &digest)
+        if let Some(token) = &request.idempotency_key
             && let Some(first) = self.first_answer(&process, token, batch, in_flight)?
         {
-            if first.request_digest != *digest {
+            if !request.matches_digest(&first.request_digest) {
                 return Err(SendError::IdempotencyKeyReused(token.clone()));
             }
             return Ok(first);
@@ -1961,5 +2003,54 @@ impl Responder {
                 let _ = tx.send(answers.into_iter().map(Routed::Done).collect());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use julato_core::{Payload, ProcessId};
+
+    use super::{SendRequest, compact_json};
+
+    fn request(data: &str) -> SendRequest {
+        SendRequest::new(
+            ProcessId::parse("account", "alice").unwrap(),
+            "Deposit",
+            Payload::Json(data.to_owned()),
+        )
+    }
+
+    #[test]
+    fn whitespace_between_tokens_does_not_change_the_digest() {
+        let spaced = request("{ \"amount\" : 1,\n\t\"note\": \"a  b\" }");
+        let tight = request("{\"amount\":1,\"note\":\"a  b\"}");
+        assert_eq!(spaced.digest(), tight.digest());
+        assert!(spaced.matches_digest(&tight.digest()));
+    }
+
+    #[test]
+    fn anything_else_does() {
+        let base = request("{\"amount\":1,\"note\":\"a b\"}").digest();
+        for other in [
+            "{\"amount\":2,\"note\":\"a b\"}",
+            "{\"amount\":1,\"note\":\"a  b\"}",
+            "{\"amount\":1.0,\"note\":\"a b\"}",
+            "{\"note\":\"a b\",\"amount\":1}",
+            "{\"amount\":1,\"note\":\"a\\\" b\"}",
+        ] {
+            assert_ne!(request(other).digest(), base, "{other}");
+        }
+    }
+
+    #[test]
+    fn strings_keep_their_whitespace_and_escapes() {
+        assert_eq!(compact_json(r#" [ "a \" b" , "\\" , 1 ] "#), r#"["a \" b","\\",1]"#);
+    }
+
+    #[test]
+    fn a_digest_of_the_text_as_sent_still_matches() {
+        let spaced = request("{ \"amount\": 1 }");
+        assert!(spaced.matches_digest(&spaced.digest_of(false)));
+        assert!(!request("{\"amount\": 2}").matches_digest(&spaced.digest_of(false)));
     }
 }

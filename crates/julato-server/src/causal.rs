@@ -15,7 +15,9 @@ use julato_core::{CausalToken, Origin, Seq};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::routes::{ApiPath, ApiResult, Limits, blocking, ok, page_limit, parse, query_of};
+use crate::routes::{
+    AfterParam, ApiPath, ApiResult, Limits, blocking, ok, page_limit, parse, presented, query_of,
+};
 use crate::wire::{self, BulkEvent};
 use crate::{ApiError, RequestLimits, telemetry};
 
@@ -38,7 +40,10 @@ fn requests(
     most: usize,
 ) -> Result<Vec<SendRequest>, ApiError> {
     if events.is_empty() {
-        return Err(ApiError::bad_request("bad_request", "a transaction needs at least one event"));
+        return Err(ApiError::bad_request(
+            "empty_transaction",
+            "a transaction needs at least one event",
+        ));
     }
     if events.len() > most {
         return Err(ApiError::too_large(
@@ -79,9 +84,10 @@ fn committed(committed: &Committed, presented: Option<&CausalToken>) -> Value {
 pub async fn transact(
     State(coordinator): Shared,
     Extension(limits): Limits,
+    query: AfterParam,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let answer = transact_events(&coordinator, &limits, bytes).await;
+    let answer = transact_events(&coordinator, &limits, query, bytes).await;
     telemetry::refused(&answer);
     answer
 }
@@ -91,10 +97,11 @@ pub async fn transact(
 async fn transact_events(
     coordinator: &Coordinator,
     limits: &RequestLimits,
+    query: AfterParam,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body: TransactionBody = parse(bytes)?;
-    let presented = wire::parse_token(body.after.as_deref())?;
+    let presented = presented(query, body.after)?;
     if let Some(token) = &presented {
         coordinator.observe(token).await?;
     }
@@ -114,19 +121,32 @@ pub struct BeginBody {
     /// Roll back after this long idle (bounded by the server).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// A causal token: the transaction first observes it, and it is a cause
+    /// of every event added without a token of its own.
+    #[serde(default)]
+    pub after: Option<String>,
 }
 
-pub async fn begin(State(coordinator): Shared, bytes: Result<Bytes, BytesRejection>) -> ApiResult {
+pub async fn begin(
+    State(coordinator): Shared,
+    query: AfterParam,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let bytes = crate::routes::body(bytes)?;
-    let body: BeginBody = if bytes.is_empty() {
+    let body: BeginBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         BeginBody::default()
     } else {
-        serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::bad_request("invalid_json", format!("invalid request body: {e}"))
-        })?
+        parse(Ok(bytes))?
     };
-    let (id, timeout) = coordinator.begin(body.timeout_ms.map(Duration::from_millis))?;
-    let answer = json!({ "id": id, "timeout_ms": timeout.as_millis() as u64 });
+    let presented = presented(query, body.after)?;
+    if let Some(token) = &presented {
+        coordinator.observe(token).await?;
+    }
+    let after = presented.as_ref().map(CausalToken::seq);
+    let (id, timeout) = coordinator.begin(body.timeout_ms.map(Duration::from_millis), after)?;
+    let token = coordinator.token().merge(&presented.unwrap_or_default());
+    let answer =
+        json!({ "id": id, "timeout_ms": timeout.as_millis() as u64, "token": token.to_string() });
     Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
 }
 
@@ -134,10 +154,11 @@ pub async fn add(
     State(coordinator): Shared,
     Extension(limits): Limits,
     ApiPath(id): ApiPath<String>,
+    query: AfterParam,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     // An event taken tentatively is counted when its transaction commits.
-    let answer = add_event(&coordinator, &limits, id, bytes).await;
+    let answer = add_event(&coordinator, &limits, id, query, bytes).await;
     telemetry::refused(&answer);
     answer
 }
@@ -146,11 +167,18 @@ async fn add_event(
     coordinator: &Arc<Coordinator>,
     limits: &RequestLimits,
     id: String,
+    query: AfterParam,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let event: BulkEvent = parse(bytes)?;
-    let request = wire::bulk_request(event, limits)?;
+    let mut event: BulkEvent = parse(bytes)?;
+    let presented = presented(query, event.after.take())?;
+    if let Some(token) = &presented {
+        coordinator.observe(token).await?;
+    }
+    let mut request = wire::bulk_request(event, limits)?;
+    request.after = presented.as_ref().map(CausalToken::seq).filter(|s| s.0 > 0);
     let tentative = blocking(coordinator, move |c| c.add(&id, request)).await?;
+    let token = coordinator.token().merge(&presented.unwrap_or_default());
     ok(json!({
         "function": tentative.function,
         "key": tentative.key,
@@ -159,6 +187,7 @@ async fn add_event(
         "reply": tentative.reply.as_deref().map(wire::raw),
         "emitted": tentative.emitted,
         "tentative": true,
+        "token": token.to_string(),
     }))
 }
 
@@ -176,7 +205,13 @@ pub async fn show(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> A
             })
         })
         .collect();
-    ok(json!({ "id": id, "events": open.events, "processes": touched }))
+    ok(json!({
+        "id": id,
+        "events": open.events,
+        "processes": touched,
+        "aborted": open.aborted.is_some(),
+        "aborted_by": open.aborted,
+    }))
 }
 
 pub async fn commit(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> ApiResult {
@@ -260,16 +295,24 @@ pub struct CutBody {
 pub async fn read_cut(
     State(coordinator): Shared,
     Extension(limits): Limits,
+    query: AfterParam,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body: CutBody = parse(bytes)?;
-    if body.processes.is_empty() || body.processes.len() > limits.bulk_events {
-        return Err(ApiError::bad_request(
-            "bad_request",
-            format!("name 1 to {} processes", limits.bulk_events),
+    if body.processes.is_empty() {
+        return Err(ApiError::bad_request("bad_request", "name at least one process"));
+    }
+    if body.processes.len() > limits.bulk_events {
+        return Err(ApiError::too_large(
+            "too_many_events",
+            format!(
+                "{} processes, over the limit of {} per read",
+                body.processes.len(),
+                limits.bulk_events
+            ),
         ));
     }
-    let presented = wire::parse_token(body.after.as_deref())?;
+    let presented = presented(query, body.after)?;
     if let Some(token) = &presented {
         coordinator.observe(token).await?;
     }

@@ -48,9 +48,11 @@ impl ApiError {
 /// The HTTP status of each coordinator error code.
 fn status_of(code: &str) -> StatusCode {
     match code {
-        "invalid_name" | "restore_point_out_of_range" | "token_partition_unknown" => {
-            StatusCode::BAD_REQUEST
-        }
+        "invalid_name"
+        | "restore_point_out_of_range"
+        | "token_partition_unknown"
+        | "empty_transaction"
+        | "invalid_timeout" => StatusCode::BAD_REQUEST,
         "too_many_events" => StatusCode::PAYLOAD_TOO_LARGE,
         "function_not_found"
         | "process_not_found"
@@ -60,7 +62,9 @@ fn status_of(code: &str) -> StatusCode {
         | "seq_out_of_range"
         | "transaction_not_found"
         | "dead_letter_not_found" => StatusCode::NOT_FOUND,
-        "version_conflict" | "idempotency_key_reused" => StatusCode::CONFLICT,
+        "version_conflict" | "idempotency_key_reused" | "transaction_aborted" => {
+            StatusCode::CONFLICT
+        }
         "process_overloaded" => StatusCode::TOO_MANY_REQUESTS,
         "handler_timeout" => StatusCode::GATEWAY_TIMEOUT,
         "overloaded" | "shutting_down" | "token_not_reached" | "time_not_settled" => {
@@ -81,6 +85,14 @@ impl From<Error> for ApiError {
             tracing::error!(code, error = %error, "request failed");
         }
         let answer = Self::new(status, code, error.to_string());
+        let (answer, error) = match error {
+            // The event's own error, marked: the transaction it was added to
+            // is aborted.
+            Error::AbortedBy { id, source } => {
+                (answer.with("transaction", id).with("transaction_aborted", true), *source)
+            }
+            error => (answer, error),
+        };
         match error {
             Error::Transaction { index: Some(index), process, .. } => match process {
                 Some(process) => answer

@@ -42,6 +42,7 @@ pub fn router(coordinator: Arc<Coordinator>, config: &Config) -> Router {
     let bulk = Router::new()
         .route("/v1/events", post(send_bulk))
         .route("/v1/transactions", post(causal::transact))
+        .route("/v1/states", post(causal::read_cut))
         .layer(DefaultBodyLimit::max(limits.bulk_body));
     let deploys = Router::new()
         .route("/v1/functions/{function}", put(deploy).get(function))
@@ -61,7 +62,6 @@ pub fn router(coordinator: Arc<Coordinator>, config: &Config) -> Router {
         .route("/v1/restore", post(restore))
         .route("/v1/restores", get(restores))
         .route("/v1/events/{seq}/graph", get(causal::graph))
-        .route("/v1/states", post(causal::read_cut))
         .route("/v1/dead-letters", get(causal::dead_letters))
         .route("/v1/dead-letters/{id}/redrive", post(causal::redrive))
         .route("/v1/transactions/begin", post(causal::begin))
@@ -100,10 +100,18 @@ pub(crate) fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiErr
     })
 }
 
+/// A JSON object body as `T`. Only an object: serde would also take an array
+/// of the fields' values, which no client means.
 pub(crate) fn parse<T: DeserializeOwned>(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let bytes = body(bytes)?;
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b != b'{') {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
 }
@@ -133,6 +141,34 @@ pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
         Some(0) => Err(ApiError::bad_request("invalid_query", "`limit` must be at least 1")),
         Some(n) => Ok(n.min(MAX_PAGE)),
     }
+}
+
+/// The query of a POST whose body may also carry `after`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AfterQuery {
+    after: Option<String>,
+}
+
+pub(crate) type AfterParam = Result<Query<AfterQuery>, QueryRejection>;
+
+/// The causal token a request presents, as `?after=` or as `after` in its
+/// body; both only if they are the same token.
+pub(crate) fn presented(
+    query: AfterParam,
+    body: Option<String>,
+) -> Result<Option<CausalToken>, ApiError> {
+    let query = query_of(query)?;
+    let token = match (query.after, body) {
+        (Some(q), Some(b)) if q != b => {
+            return Err(ApiError::bad_request(
+                "invalid_token",
+                "`after` is given twice, in the query and in the body, as different tokens",
+            ));
+        }
+        (q, b) => q.or(b),
+    };
+    wire::parse_token(token.as_deref())
 }
 
 pub(crate) fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -247,9 +283,10 @@ async fn send(
     State(coordinator): Shared,
     Extension(limits): Limits,
     ApiPath((function, key)): ApiPath<(String, String)>,
+    query: AfterParam,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let answer = send_event(&coordinator, &limits, &function, &key, bytes).await;
+    let answer = send_event(&coordinator, &limits, &function, &key, query, bytes).await;
     telemetry::answered(&answer);
     answer
 }
@@ -259,15 +296,17 @@ async fn send_event(
     limits: &RequestLimits,
     function: &str,
     key: &str,
+    query: AfterParam,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let process = wire::process_id(function, key)?;
-    let body: EventBody = parse(bytes)?;
-    let presented = wire::parse_token(body.after.as_deref())?;
+    let mut body: EventBody = parse(bytes)?;
+    let presented = presented(query, body.after.take())?;
     if let Some(token) = &presented {
         coordinator.observe(token).await?;
     }
-    let request = wire::send_request(process.clone(), body, limits)?;
+    let mut request = wire::send_request(process.clone(), body, limits)?;
+    request.after = presented.as_ref().map(CausalToken::seq).filter(|s| s.0 > 0);
     let span = tracing::info_span!("send", function = %process.function, process = %process.key);
     let applied = coordinator.send(request).instrument(span).await?;
     let token = CausalToken::at(applied.seq).merge(&presented.unwrap_or_default());
@@ -277,9 +316,10 @@ async fn send_event(
 async fn send_bulk(
     State(coordinator): Shared,
     Extension(limits): Limits,
+    query: AfterParam,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let answer = send_events(&coordinator, &limits, bytes).await;
+    let answer = send_events(&coordinator, &limits, query, bytes).await;
     telemetry::refused(&answer);
     answer
 }
@@ -289,16 +329,17 @@ async fn send_bulk(
 async fn send_events(
     coordinator: &Coordinator,
     limits: &RequestLimits,
+    query: AfterParam,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body: BulkBody = parse(bytes)?;
+    let mut body: BulkBody = parse(bytes)?;
     if body.events.len() > limits.bulk_events {
         return Err(ApiError::too_large(
             "too_many_events",
             format!("{} events, over the limit of {}", body.events.len(), limits.bulk_events),
         ));
     }
-    let presented = wire::parse_token(body.after.as_deref())?;
+    let presented = presented(query, body.after.take())?;
     if let Some(token) = &presented {
         coordinator.observe(token).await?;
     }

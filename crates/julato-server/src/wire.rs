@@ -48,6 +48,10 @@ pub struct BulkEvent {
     pub idempotency_key: Option<String>,
     #[serde(default)]
     pub expected_version: Option<u64>,
+    /// Only an event added to an interactive transaction takes its own token;
+    /// a bulk request or a one-shot transaction takes one for all its events.
+    #[serde(default)]
+    pub after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,9 +146,20 @@ pub fn send_request(
     })
 }
 
+/// The request of one event of a bulk request or a one-shot transaction.
+/// Errors name the event's process.
 pub fn bulk_request(event: BulkEvent, limits: &RequestLimits) -> Result<SendRequest, ApiError> {
-    let process = process_id(&event.function, &event.key)?;
-    send_request(
+    let named = |error: ApiError| {
+        error.with("function", event.function.as_str()).with("key", event.key.as_str())
+    };
+    if event.after.is_some() {
+        return Err(named(ApiError::bad_request(
+            "bad_request",
+            "give `after` once, at the top of the request, not on one event",
+        )));
+    }
+    let process = process_id(&event.function, &event.key).map_err(named)?;
+    let request = send_request(
         process,
         EventBody {
             event_type: event.event_type,
@@ -155,7 +170,8 @@ pub fn bulk_request(event: BulkEvent, limits: &RequestLimits) -> Result<SendRequ
             after: None,
         },
         limits,
-    )
+    );
+    request.map_err(named)
 }
 
 /// JSON text we produced or validated, written through verbatim: never parsed
