@@ -271,11 +271,16 @@ impl Client {
     }
 
     /// Opens an interactive transaction.
-    pub fn begin(&self, timeout_ms: Option<u64>) -> anyhow::Result<Value> {
-        let body = match timeout_ms {
-            Some(ms) => json!({ "timeout_ms": ms }),
-            None => json!({}),
-        };
+    /// Opens an interactive transaction, idle for at most `timeout_ms`, that
+    /// first observes the causal token `after`.
+    pub fn begin(&self, timeout_ms: Option<u64>, after: Option<String>) -> anyhow::Result<Value> {
+        let mut body = json!({});
+        if let Some(ms) = timeout_ms {
+            body["timeout_ms"] = json!(ms);
+        }
+        if let Some(after) = after {
+            body["after"] = json!(after);
+        }
         self.post("begin", "/v1/transactions/begin", &body)
     }
 

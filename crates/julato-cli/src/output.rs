@@ -317,6 +317,9 @@ impl Output {
             return self.raw(value);
         }
         println!("transaction {}: {} events", cell(&value["id"]), cell(&value["events"]));
+        if let Some(reason) = value["aborted_by"].as_str() {
+            println!("aborted by a failed event, roll it back: {reason}");
+        }
         let mut table = table(&["process", "read version", "tentative version"]);
         for p in value["processes"].as_array().into_iter().flatten() {
             table.add_row(vec![process(p), cell(&p["read_version"]), cell(&p["version"])]);

@@ -40,6 +40,10 @@ enum TxCommand {
         /// Roll back after this many milliseconds idle (bounded by the server).
         #[arg(long)]
         timeout_ms: Option<u64>,
+        /// Read only once the server has seen this token; it becomes a cause
+        /// of every event added without one of its own.
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Add one event to an open transaction and print the tentative state.
     Add {
@@ -60,6 +64,9 @@ enum TxCommand {
         /// Fail with a conflict unless the process is at this version.
         #[arg(long)]
         expected_version: Option<u64>,
+        /// Run the event only once the server has seen this token.
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Commit an open transaction: store all its events or none.
     Commit {
@@ -83,7 +90,9 @@ pub fn run(client: &Client, out: &Output, args: TxArgs) -> anyhow::Result<()> {
         (Some(TxCommand::Run { file, after }), _) => one_shot(client, out, &file, after),
         (None, Some(file)) => one_shot(client, out, &file, args.after),
         (None, None) => bail!("give a FILE of events or a subcommand; see `julato tx --help`"),
-        (Some(TxCommand::Begin { timeout_ms }), _) => out.begun(&client.begin(timeout_ms)?),
+        (Some(TxCommand::Begin { timeout_ms, after }), _) => {
+            out.begun(&client.begin(timeout_ms, after)?)
+        }
         (
             Some(TxCommand::Add {
                 id,
@@ -93,6 +102,7 @@ pub fn run(client: &Client, out: &Output, args: TxArgs) -> anyhow::Result<()> {
                 bytes,
                 idempotency_key,
                 expected_version,
+                after,
             }),
             _,
         ) => {
@@ -106,6 +116,9 @@ pub fn run(client: &Client, out: &Output, args: TxArgs) -> anyhow::Result<()> {
             )?;
             event["function"] = json!(function);
             event["key"] = json!(key);
+            if let Some(after) = after {
+                event["after"] = json!(after);
+            }
             out.tentative(&client.add(&id, &event)?)
         }
         (Some(TxCommand::Commit { id }), _) => out.committed(&client.commit(&id)?),

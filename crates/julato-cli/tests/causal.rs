@@ -898,3 +898,60 @@ fn a_restore_delivers_again_what_it_took_back() {
     assert_eq!(server.state("airports", "EWR").status, 404);
     assert_eq!(server.state("planes", "N8").status, 404);
 }
+
+// ---------------------------------------------------------------------------
+// 6. The CLI
+// ---------------------------------------------------------------------------
+
+/// `julato tx`, `read` and `graph` as a user runs them.
+#[test]
+fn the_cli_runs_transactions_reads_and_graphs() {
+    let server = Server::start();
+    server.deploy("account");
+    server.send("account", "a", &json!({ "type": "Deposit", "data": { "amount": 100 } })).ok();
+
+    // One shot, from a file holding a bare array of events.
+    let dir = tempfile::tempdir().expect("a folder");
+    let file = dir.path().join("transfer.json");
+    std::fs::write(&file, json!([withdraw("a", 30), deposit("b", 30)]).to_string())
+        .expect("the file");
+    let file = file.to_str().expect("a UTF-8 path");
+    let committed = server.cli(&["--json", "tx", file]).json();
+    assert_eq!(committed["events"].as_array().map(Vec::len), Some(2), "{committed}");
+    let token = committed["token"].as_str().expect("token").to_owned();
+
+    // Interactive: begin after the token, add, show, commit.
+    let begun = server.cli(&["--json", "tx", "begin", "--after", &token]).json();
+    let id = begun["id"].as_str().expect("id").to_owned();
+    let added = server
+        .cli(&["--json", "tx", "add", &id, "account/b", "Withdraw", r#"{"amount": 10}"#])
+        .json();
+    assert_eq!(added["state"], json!({ "balance": 20 }), "{added}");
+    let shown = server.cli(&["tx", "show", &id]).ok().to_owned();
+    assert!(shown.contains("1 events") && shown.contains("account/b"), "{shown}");
+    server.cli(&["--json", "tx", "commit", &id]).json();
+    assert_eq!(account(&server, "b"), (20, 2));
+
+    // A failed add fails the command and aborts the transaction.
+    let id = server.cli(&["--json", "tx", "begin"]).json()["id"].as_str().expect("id").to_owned();
+    let failed = server.cli(&["tx", "add", &id, "account/a", "Withdraw", r#"{"amount": 1000}"#]);
+    assert!(!failed.status.success(), "{failed:#?}");
+    assert!(failed.stderr.contains("handler_rejected"), "{failed:#?}");
+    let shown = server.cli(&["tx", "show", &id]).ok().to_owned();
+    assert!(shown.contains("aborted"), "{shown}");
+    let commit = server.cli(&["tx", "commit", &id]);
+    assert!(commit.stderr.contains("transaction_aborted"), "{commit:#?}");
+
+    // A consistent read of both, and the graph of the transfer's second event.
+    let read = server.cli(&["--json", "read", "account/a", "account/b", "--after", &token]).json();
+    let balances: Vec<&Value> =
+        read["states"].as_array().expect("states").iter().map(|s| &s["state"]["balance"]).collect();
+    assert_eq!(balances, [&json!(70), &json!(20)], "{read}");
+    let second = committed["events"][1]["seq"].to_string();
+    let dot = server.cli(&["graph", &second, "--dot"]).ok().to_owned();
+    assert!(dot.starts_with("digraph causes {") && dot.contains("transaction"), "{dot}");
+    let graph = server
+        .cli(&["--json", "graph", &committed["events"][0]["seq"].to_string(), "--effects"])
+        .json();
+    assert!(graph["edges"].as_array().is_some_and(|e| !e.is_empty()), "{graph}");
+}
