@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Ticket};
 use crate::autoscale::{Action, Decision, Planner, ScalingPolicy, ShardLoad};
 use crate::replay::Replayer;
 use crate::routing::{Partition, Routing};
@@ -243,6 +243,10 @@ enum Command {
     One {
         request: SendRequest,
         respond: oneshot::Sender<Routed>,
+        /// The event's place among its process's waiting events, shared with
+        /// its sender: a sender that gives up does not free the place while
+        /// the event still waits here.
+        ticket: Arc<Ticket>,
     },
     Many {
         requests: Vec<SendRequest>,
@@ -689,12 +693,14 @@ impl Managers {
     /// A [`SendError`] saying why the event was not applied; then nothing of it
     /// is stored.
     pub async fn send(&self, mut request: SendRequest) -> Answer {
-        // Held until answered or abandoned: counts this event as waiting.
-        let _ticket = self.admission.admit(&request.process)?;
+        // Counts this event as waiting until it is answered, or both its
+        // sender and its command are gone.
+        let ticket = Arc::new(self.admission.admit(&request.process)?);
         for _ in 0..MAX_REROUTES {
             let (respond, answer) = oneshot::channel();
             let queue = self.queue_of(&request.process)?;
-            queue.try_send(Command::One { request, respond }).map_err(|e| match e {
+            let command = Command::One { request, respond, ticket: ticket.clone() };
+            queue.try_send(command).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => SendError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => SendError::ShuttingDown,
             })?;
@@ -1224,7 +1230,7 @@ impl Shard {
     /// stay in one command, in order.
     fn bounce(&self, command: Command) -> Option<Command> {
         match command {
-            Command::One { request, respond } if !self.owns(&request.process) => {
+            Command::One { request, respond, .. } if !self.owns(&request.process) => {
                 let _ = respond.send(Routed::Moved(request));
                 None
             }
@@ -1344,7 +1350,9 @@ impl Shard {
         while let Some(item) = commands.next() {
             let Some(item) = self.bounce(item) else { continue };
             let (requests, responder) = match item {
-                Command::One { request, respond } => (vec![request], Responder::One(respond)),
+                Command::One { request, respond, ticket } => {
+                    (vec![request], Responder::One(respond, ticket))
+                }
                 Command::Many { requests, respond } => (requests, Responder::Many(respond)),
                 Command::Evict { .. }
                 | Command::Pause { .. }
@@ -1988,14 +1996,16 @@ impl Command {
 }
 
 enum Responder {
-    One(oneshot::Sender<Routed>),
+    /// One event's answer, and its place among its process's waiting events,
+    /// freed once it is answered.
+    One(oneshot::Sender<Routed>, Arc<Ticket>),
     Many(oneshot::Sender<Vec<Routed>>),
 }
 
 impl Responder {
     fn respond(self, mut answers: Vec<Answer>) {
         match self {
-            Responder::One(tx) => {
+            Responder::One(tx, _ticket) => {
                 let answer = answers.pop().unwrap_or(Err(SendError::ShuttingDown));
                 let _ = tx.send(Routed::Done(answer));
             }
