@@ -288,9 +288,12 @@ impl Output {
         if self.json {
             return self.raw(value);
         }
+        let deduplicated = value["deduplicated"].as_bool() == Some(true);
+        let status =
+            if deduplicated { "first answer to this idempotency key" } else { "tentative" };
         let rows = [
             ("process", process(value)),
-            ("version", format!("{} (tentative)", cell(&value["version"]))),
+            ("version", format!("{} ({status})", cell(&value["version"]))),
             ("state", cell(&value["state"])),
             ("reply", cell(&value["reply"])),
             ("emitted", cell(&value["emitted"])),
@@ -316,7 +319,9 @@ impl Output {
         if self.json {
             return self.raw(value);
         }
-        println!("transaction {}: {} events", cell(&value["id"]), cell(&value["events"]));
+        let events = value["events"].as_u64().unwrap_or(0);
+        let plural = if events == 1 { "" } else { "s" };
+        println!("transaction {}: {events} event{plural} added", cell(&value["id"]));
         if let Some(reason) = value["aborted_by"].as_str() {
             println!("aborted by a failed event, roll it back: {reason}");
         }

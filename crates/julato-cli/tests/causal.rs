@@ -387,10 +387,10 @@ fn a_failed_add_aborts_the_transaction() {
     assert_eq!(open["aborted"], true, "{open}");
     assert!(open["aborted_by"].as_str().is_some_and(|r| r.contains("rejected")), "{open}");
     add(&server, &id, &deposit("c", 1)).expect_error(409, "transaction_aborted");
-    server
-        .post_json(&format!("/v1/transactions/{id}/commit"), &json!({}))
-        .expect_error(409, "transaction_aborted");
-    // The commit closed it; nothing was stored.
+    let refused = server.post_json(&format!("/v1/transactions/{id}/commit"), &json!({}));
+    refused.expect_error(409, "transaction_aborted");
+    assert!(refused.message().contains("rolled back"), "{refused:?}");
+    // The commit rolled it back; nothing was stored.
     server.get(&format!("/v1/transactions/{id}")).expect_error(404, "transaction_not_found");
     assert_eq!(account(&server, "a"), (100, 1));
     assert_eq!(server.state("account", "b").status, 404, "b must not exist");
@@ -415,6 +415,88 @@ fn a_failed_add_aborts_the_transaction() {
     assert_eq!(account(&server, "a"), (105, 2));
 }
 
+/// Adds to one transaction sent at once run one at a time: none is refused
+/// for racing another, and the process's versions follow one another.
+#[test]
+fn concurrent_adds_to_one_transaction_run_in_turn() {
+    let server = Server::start();
+    server.deploy("account");
+    let id = begin(&server, None);
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (api, id) = (server.api(), id.clone());
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    let added = add(&api, &id, &deposit("race", 1)).ok();
+                    assert_eq!(added["tentative"], true, "{added}");
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("an adding client");
+    }
+    let committed = server.post_json(&format!("/v1/transactions/{id}/commit"), &json!({})).ok();
+    let versions: Vec<u64> = committed["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| as_u64(&e["version"], "version"))
+        .collect();
+    assert_eq!(versions, (1..=40).collect::<Vec<_>>(), "{committed}");
+    assert_eq!(account(&server, "race"), (40, 40));
+}
+
+/// An added event's idempotency key is checked as a send's is: a key used by a
+/// committed event or earlier in the transaction answers the first answer and
+/// adds nothing; one reused for another event aborts.
+#[test]
+fn interactive_adds_honour_idempotency_keys() {
+    let server = Server::start();
+    server.deploy("account");
+    let keyed = |key: &str, event: Value| {
+        let mut event = event;
+        event["idempotency_key"] = json!(key);
+        event
+    };
+    let first = server
+        .send(
+            "account",
+            "bob",
+            &json!({ "type": "Deposit", "data": { "amount": 30 }, "idempotency_key": "t1" }),
+        )
+        .ok();
+
+    let id = begin(&server, None);
+    let again = add(&server, &id, &keyed("t1", deposit("bob", 30))).ok();
+    assert_eq!(
+        (&again["deduplicated"], &again["version"]),
+        (&json!(true), &first["version"]),
+        "{again}"
+    );
+    let added = add(&server, &id, &keyed("t2", withdraw("bob", 20))).ok();
+    assert_eq!(added["state"], json!({ "balance": 10 }), "{added}");
+    let repeated = add(&server, &id, &keyed("t2", withdraw("bob", 20))).ok();
+    assert_eq!(
+        (&repeated["deduplicated"], &repeated["version"]),
+        (&json!(true), &json!(2)),
+        "{repeated}"
+    );
+    let shown = server.get(&format!("/v1/transactions/{id}")).ok();
+    assert_eq!(shown["events"], 1, "{shown}");
+    server.post_json(&format!("/v1/transactions/{id}/commit"), &json!({})).ok();
+    assert_eq!(account(&server, "bob"), (10, 2));
+
+    // Reused for a different event: refused at the add, which aborts.
+    let id = begin(&server, None);
+    add(&server, &id, &keyed("t1", deposit("bob", 31))).expect_error(409, "idempotency_key_reused");
+    add(&server, &id, &deposit("bob", 1)).expect_error(409, "transaction_aborted");
+    let id = begin(&server, None);
+    add(&server, &id, &keyed("t3", deposit("bob", 1))).ok();
+    add(&server, &id, &keyed("t3", deposit("bob", 2))).expect_error(409, "idempotency_key_reused");
+    assert_eq!(account(&server, "bob"), (10, 2));
+}
+
 /// Edges of the interactive API: an empty commit, a zero timeout, `after` on
 /// begin and on one added event.
 #[test]
@@ -424,12 +506,24 @@ fn interactive_transaction_edges() {
     let first =
         server.send("account", "a", &json!({ "type": "Deposit", "data": { "amount": 100 } })).ok();
 
+    // An empty commit is refused and closes nothing: the client may go on.
     let id = begin(&server, None);
     server
         .post_json(&format!("/v1/transactions/{id}/commit"), &json!({}))
         .expect_error(400, "empty_transaction");
-    server.get(&format!("/v1/transactions/{id}")).expect_error(404, "transaction_not_found");
+    add(&server, &id, &deposit("e", 1)).ok();
+    server.post_raw(&format!("/v1/transactions/{id}/commit"), Vec::new()).ok();
+    assert_eq!(account(&server, "e"), (1, 1));
     transaction(&server, &[]).expect_error(400, "empty_transaction");
+    // A route that takes no query refuses one; a commit takes `after`.
+    let id = begin(&server, None);
+    server
+        .post_json(&format!("/v1/transactions/{id}/rollback?bogus=1"), &json!({}))
+        .expect_error(400, "invalid_query");
+    server.get(&format!("/v1/transactions/{id}?bogus=1")).expect_error(400, "invalid_query");
+    server
+        .post_json(&format!("/v1/transactions/{id}/commit?after=nope"), &json!({}))
+        .expect_error(400, "invalid_token");
 
     server
         .post_json("/v1/transactions/begin", &json!({ "timeout_ms": 0 }))
@@ -928,7 +1022,7 @@ fn the_cli_runs_transactions_reads_and_graphs() {
         .json();
     assert_eq!(added["state"], json!({ "balance": 20 }), "{added}");
     let shown = server.cli(&["tx", "show", &id]).ok().to_owned();
-    assert!(shown.contains("1 events") && shown.contains("account/b"), "{shown}");
+    assert!(shown.contains("1 event added") && shown.contains("account/b"), "{shown}");
     server.cli(&["--json", "tx", "commit", &id]).json();
     assert_eq!(account(&server, "b"), (20, 2));
 

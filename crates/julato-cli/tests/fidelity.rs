@@ -159,6 +159,18 @@ fn posted_requests_take_after_in_the_query_or_the_body() {
         server.post_json(&format!("{route}?version=1"), &body).expect_error(400, "invalid_query");
     }
 
+    // Every answer, a read of one event or an error too, carries a token in
+    // its header, which covers what it saw.
+    let seq = again["seq"].as_u64().expect("seq");
+    for path in
+        [format!("/v1/events/{seq}"), "/v1/functions".to_owned(), "/v1/events/99999".to_owned()]
+    {
+        let (answer, headers) = server.call_with_headers(server.http().get(server.full(&path)));
+        let header = headers.get("julato-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let covered: u64 = header.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        assert!(covered >= seq, "GET {path}: token `{header}`, {answer:?}");
+    }
+
     // Bodies are JSON objects: the array of a struct's fields is not taken.
     server
         .post_raw(

@@ -129,15 +129,24 @@ pub enum Error {
     },
     #[error("a transaction holds at most {limit} events, not {count}")]
     TooManyEvents { count: usize, limit: usize },
-    #[error("no open transaction `{0}` (it may have been committed, rolled back or timed out)")]
+    #[error(
+        "no open transaction `{0}` (it may have been committed, rolled back or timed out, \
+         or the server restarted)"
+    )]
     UnknownTransaction(String),
     /// An event added to an open transaction failed; the transaction is now
     /// aborted, so that it can never commit without that event.
     #[error("{source}; transaction `{id}` is aborted and can only be rolled back")]
     AbortedBy { id: String, source: Box<Error> },
     /// A commit or an add to a transaction an earlier failed event aborted.
-    #[error("transaction `{id}` was aborted by a failed event ({reason}); roll it back")]
-    TransactionAborted { id: String, reason: String },
+    #[error("{}", if *.rolled_back {
+        format!("transaction `{id}` was aborted by a failed event ({reason}), so it is rolled back")
+    } else {
+        format!("transaction `{id}` was aborted by a failed event ({reason}); roll it back")
+    })]
+    TransactionAborted { id: String, reason: String, rolled_back: bool },
+    #[error("{limit} interactive transactions are open, the most this server allows")]
+    TooManyTransactions { limit: usize },
     #[error("transaction `{0}` holds no events: nothing to commit")]
     EmptyTransaction(String),
     #[error("an idle timeout of 0 ms would roll the transaction back at once")]
@@ -187,6 +196,7 @@ impl Error {
             Error::UnknownTransaction(_) => "transaction_not_found",
             Error::AbortedBy { source, .. } => source.code(),
             Error::TransactionAborted { .. } => "transaction_aborted",
+            Error::TooManyTransactions { .. } => "overloaded",
             Error::EmptyTransaction(_) => "empty_transaction",
             Error::ZeroTimeout => "invalid_timeout",
             Error::UnknownDeadLetter(_) => "dead_letter_not_found",

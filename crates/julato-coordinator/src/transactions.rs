@@ -23,12 +23,13 @@
 //! (or the idle timeout) ends it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use julato_core::{ProcessId, Seq, Version, check_expected_version};
 use julato_executor::HandlerContext;
-use julato_manager::{Committed, SendRequest};
+use julato_manager::{Applied, Committed, SendError, SendRequest};
 use parking_lot::Mutex;
 use serde::Serialize;
 
@@ -61,6 +62,10 @@ pub struct Tentative {
     pub reply: Option<String>,
     /// How many events the handler emitted; they are sent only on commit.
     pub emitted: usize,
+    /// The event's idempotency key was already used for this event, by a
+    /// committed event or earlier in this transaction: this is the first
+    /// answer, and nothing was added.
+    pub deduplicated: bool,
 }
 
 /// A process an open transaction touched.
@@ -95,6 +100,11 @@ struct Open {
     after: Option<Seq>,
     /// Why an added event failed, which aborted the transaction.
     aborted: Option<String>,
+    /// Held by each add from start to end, so that the adds of one
+    /// transaction run one at a time, in the order they take it.
+    gate: Arc<Mutex<()>>,
+    /// The idempotency keys its events used, with their digests and answers.
+    keys: HashMap<(ProcessId, String), (String, Tentative)>,
 }
 
 /// The open interactive transactions of a node.
@@ -155,7 +165,7 @@ impl Coordinator {
         let mut open = self.sessions.open.lock();
         Sessions::sweep(&mut open);
         if open.len() >= self.transaction_limits.open {
-            return Err(Error::Send(julato_manager::SendError::Overloaded));
+            return Err(Error::TooManyTransactions { limit: self.transaction_limits.open });
         }
         let n = self.sessions.next.fetch_add(1, Ordering::Relaxed);
         let nonce: u64 = rand_nonce();
@@ -167,6 +177,8 @@ impl Coordinator {
             timeout,
             after: after.filter(|s| s.0 > 0),
             aborted: None,
+            gate: Arc::default(),
+            keys: HashMap::new(),
         };
         open.insert(id.clone(), session);
         Ok((id, timeout))
@@ -182,6 +194,11 @@ impl Coordinator {
     /// rejection, a version conflict, a limit), which aborts the transaction.
     pub fn add(&self, id: &str, mut request: SendRequest) -> Result<Tentative, Error> {
         let process = request.process.clone();
+        let gate = {
+            let mut open = self.sessions.open.lock();
+            live(&mut open, id)?.gate.clone()
+        };
+        let _turn = gate.lock();
         // The process's version and state as the transaction sees it.
         let seen = {
             let mut open = self.sessions.open.lock();
@@ -190,19 +207,40 @@ impl Coordinator {
                 return Err(Error::TransactionAborted {
                     id: id.to_owned(),
                     reason: reason.clone(),
+                    rolled_back: false,
                 });
             }
             if request.after.is_none() {
                 request.after = session.after;
             }
             let limit = self.transaction_limits.events;
-            if session.events.len() >= limit {
-                Err(Error::TooManyEvents { count: limit + 1, limit })
-            } else {
-                Ok(session.touched.get(&process).map(|(_, v, s)| (*v, s.clone())))
+            let earlier = request
+                .idempotency_key
+                .as_ref()
+                .and_then(|key| session.keys.get(&(process.clone(), key.clone())).cloned());
+            match earlier {
+                Some((digest, first)) => Err(Ok((digest, first))),
+                None if session.events.len() >= limit => {
+                    Err(Err(Error::TooManyEvents { count: limit + 1, limit }))
+                }
+                None => Ok(session.touched.get(&process).map(|(_, v, s)| (*v, s.clone()))),
             }
         };
-        let tentative = seen.and_then(|seen| self.run_tentatively(id, request, seen));
+        let tentative = match seen {
+            // A key this transaction used already: its first answer, or a reuse.
+            Err(Ok((digest, first))) if request.matches_digest(&digest) => {
+                return Ok(Tentative { deduplicated: true, ..first });
+            }
+            Err(Ok(_)) => Err(Error::Send(SendError::IdempotencyKeyReused(
+                request.idempotency_key.clone().unwrap_or_default(),
+            ))),
+            Err(Err(error)) => Err(error),
+            Ok(seen) => match self.committed_answer(&request) {
+                Ok(Some(first)) => return Ok(first),
+                Ok(None) => self.run_tentatively(id, request, seen),
+                Err(error) => Err(error),
+            },
+        };
         match tentative {
             Err(error @ (Error::UnknownTransaction(_) | Error::TransactionAborted { .. })) => {
                 Err(error)
@@ -273,7 +311,11 @@ impl Coordinator {
         let mut open = self.sessions.open.lock();
         let session = live(&mut open, id)?;
         if let Some(reason) = &session.aborted {
-            return Err(Error::TransactionAborted { id: id.to_owned(), reason: reason.clone() });
+            return Err(Error::TransactionAborted {
+                id: id.to_owned(),
+                reason: reason.clone(),
+                rolled_back: false,
+            });
         }
         let entry = session
             .touched
@@ -287,16 +329,48 @@ impl Coordinator {
         }
         entry.1 = next;
         entry.2 = outcome.state.clone();
-        session.events.push(request);
-        session.last_used = Instant::now();
-        Ok(Tentative {
+        let tentative = Tentative {
             function: process.function.as_str().to_owned(),
             key: process.key.as_str().to_owned(),
             version: next.0,
             state: outcome.state,
             reply: outcome.reply,
             emitted: outcome.emits.len(),
-        })
+            deduplicated: false,
+        };
+        if let Some(key) = &request.idempotency_key {
+            session.keys.insert((process, key.clone()), (request.digest(), tentative.clone()));
+        }
+        session.events.push(request);
+        session.last_used = Instant::now();
+        Ok(tentative)
+    }
+
+    /// The first answer of a committed event that used `request`'s
+    /// idempotency key for the same event, as a send would answer it.
+    ///
+    /// # Errors
+    /// An idempotency key reused for a different event; a storage error.
+    fn committed_answer(&self, request: &SendRequest) -> Result<Option<Tentative>, Error> {
+        let Some(key) = &request.idempotency_key else { return Ok(None) };
+        let Some(bytes) = self.store.idempotent_answer(&request.process, key)? else {
+            return Ok(None);
+        };
+        let first: Applied = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Send(SendError::Storage(format!("stored answer is corrupt: {e}")))
+        })?;
+        if !request.matches_digest(&first.request_digest) {
+            return Err(Error::Send(SendError::IdempotencyKeyReused(key.clone())));
+        }
+        Ok(Some(Tentative {
+            function: request.process.function.as_str().to_owned(),
+            key: request.process.key.as_str().to_owned(),
+            version: first.version.0,
+            state: first.state,
+            reply: first.reply,
+            emitted: 0,
+            deduplicated: true,
+        }))
     }
 
     /// The events added so far, and the touched processes' tentative versions.
@@ -305,7 +379,7 @@ impl Coordinator {
     /// [`Error::UnknownTransaction`].
     pub fn open_transaction(&self, id: &str) -> Result<OpenTransaction, Error> {
         let mut open = self.sessions.open.lock();
-        let session = live(&mut open, id)?;
+        let session = peek(&mut open, id)?;
         let touched = session
             .touched
             .iter()
@@ -323,7 +397,8 @@ impl Coordinator {
     }
 
     /// Commits an interactive transaction: every process it touched must still
-    /// be at the version it first read. The transaction is closed either way.
+    /// be at the version it first read. The transaction is closed either way,
+    /// unless it holds no events (an aborted one is rolled back).
     ///
     /// # Errors
     /// [`Error::UnknownTransaction`], [`Error::TransactionAborted`],
@@ -332,14 +407,15 @@ impl Coordinator {
     pub async fn commit(&self, id: &str) -> Result<Committed, Error> {
         let session = {
             let mut open = self.sessions.open.lock();
-            live(&mut open, id)?;
+            let session = live(&mut open, id)?;
+            if session.aborted.is_none() && session.events.is_empty() {
+                // Nothing is closed: the client may still add events.
+                return Err(Error::EmptyTransaction(id.to_owned()));
+            }
             open.remove(id).ok_or_else(|| Error::UnknownTransaction(id.to_owned()))?
         };
         if let Some(reason) = session.aborted {
-            return Err(Error::TransactionAborted { id: id.to_owned(), reason });
-        }
-        if session.events.is_empty() {
-            return Err(Error::EmptyTransaction(id.to_owned()));
+            return Err(Error::TransactionAborted { id: id.to_owned(), reason, rolled_back: true });
         }
         let mut requests = session.events;
         let mut seen: HashMap<ProcessId, ()> = HashMap::new();
@@ -390,16 +466,23 @@ impl Coordinator {
     }
 }
 
-/// The open transaction `id`, if it has not timed out (one that has is dropped).
+/// The open transaction `id`, if it has not timed out (one that has is
+/// dropped), now used: its idle time starts again.
 fn live<'a>(open: &'a mut HashMap<String, Open>, id: &str) -> Result<&'a mut Open, Error> {
+    let session = peek(open, id)?;
+    session.last_used = Instant::now();
+    Ok(session)
+}
+
+/// The open transaction `id`, if it has not timed out, only looked at: its
+/// idle time goes on.
+fn peek<'a>(open: &'a mut HashMap<String, Open>, id: &str) -> Result<&'a mut Open, Error> {
     let expired = open.get(id).is_some_and(|o| o.last_used.elapsed() >= o.timeout);
     if expired {
         open.remove(id);
         tracing::info!(transaction = %id, "idle transaction rolled back");
     }
-    let session = open.get_mut(id).ok_or_else(|| Error::UnknownTransaction(id.to_owned()))?;
-    session.last_used = Instant::now();
-    Ok(session)
+    open.get_mut(id).ok_or_else(|| Error::UnknownTransaction(id.to_owned()))
 }
 
 /// An unguessable part for transaction ids, so one client cannot name

@@ -16,7 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::routes::{
-    AfterParam, ApiPath, ApiResult, Limits, blocking, ok, page_limit, parse, presented, query_of,
+    AfterParam, ApiPath, ApiResult, Limits, NoParams, blocking, ok, page_limit, parse, presented,
+    query_of,
 };
 use crate::wire::{self, BulkEvent};
 use crate::{ApiError, RequestLimits, telemetry};
@@ -186,12 +187,18 @@ async fn add_event(
         "state": wire::raw(&tentative.state),
         "reply": tentative.reply.as_deref().map(wire::raw),
         "emitted": tentative.emitted,
-        "tentative": true,
+        "tentative": !tentative.deduplicated,
+        "deduplicated": tentative.deduplicated,
         "token": token.to_string(),
     }))
 }
 
-pub async fn show(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> ApiResult {
+pub async fn show(
+    State(coordinator): Shared,
+    ApiPath(id): ApiPath<String>,
+    query: NoParams,
+) -> ApiResult {
+    query_of(query)?;
     let open = coordinator.open_transaction(&id)?;
     let touched: Vec<Value> = open
         .touched
@@ -214,17 +221,46 @@ pub async fn show(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> A
     }))
 }
 
-pub async fn commit(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> ApiResult {
+pub async fn commit(
+    State(coordinator): Shared,
+    ApiPath(id): ApiPath<String>,
+    query: AfterParam,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let bytes = crate::routes::body(bytes)?;
+    let body: CommitBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        CommitBody::default()
+    } else {
+        parse(Ok(bytes))?
+    };
+    let presented = presented(query, body.after)?;
+    if let Some(token) = &presented {
+        coordinator.observe(token).await?;
+    }
     let answer = coordinator.commit(&id).await.map_err(ApiError::from);
     match &answer {
         Ok(answer) => telemetry::accepted(answer.events.len()),
         // A transaction refused at commit counts once, whatever its size.
         Err(error) => telemetry::rejected(error.code),
     }
-    ok(committed(&answer?, None))
+    ok(committed(&answer?, presented.as_ref()))
 }
 
-pub async fn rollback(State(coordinator): Shared, ApiPath(id): ApiPath<String>) -> ApiResult {
+/// Optional body of a commit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    /// A causal token the commit first observes.
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+pub async fn rollback(
+    State(coordinator): Shared,
+    ApiPath(id): ApiPath<String>,
+    query: NoParams,
+) -> ApiResult {
+    query_of(query)?;
     let events = coordinator.rollback(&id)?;
     ok(json!({ "id": id, "rolled_back": true, "events": events }))
 }

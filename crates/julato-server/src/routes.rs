@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Extension, FromRequestParts, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router, middleware};
@@ -74,7 +75,8 @@ pub fn router(coordinator: Arc<Coordinator>, config: &Config) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(Arc::new(limits.clone())))
-        .with_state(coordinator);
+        .with_state(coordinator.clone())
+        .layer(middleware::from_fn_with_state(coordinator, stamp_token));
 
     // The guard wraps each route added above (it reads the matched route);
     // a route added after this line would be unchecked.
@@ -88,6 +90,28 @@ pub fn router(coordinator: Arc<Coordinator>, config: &Config) -> Router {
     // Outermost, so that requests the guard refuses are traced and counted too.
     telemetry::observe(shedding)
 }
+
+/// The header every answer carries its causal token in.
+pub const TOKEN_HEADER: &str = "julato-token";
+
+/// Puts the causal token of the log as committed when the answer leaves in
+/// its `julato-token` header: it covers everything the answer saw, so a
+/// request given it as `after` sees at least as much.
+async fn stamp_token(State(coordinator): Shared, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&coordinator.token().to_string()) {
+        response.headers_mut().insert(TOKEN_HEADER, value);
+    }
+    response
+}
+
+/// The query of a route that takes none: anything given is refused, not
+/// ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoQuery {}
+
+pub(crate) type NoParams = Result<Query<NoQuery>, QueryRejection>;
 
 pub(crate) fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     bytes.map_err(|rejection| {
@@ -544,7 +568,12 @@ async fn log(
     })
 }
 
-async fn event(State(coordinator): Shared, ApiPath(seq): ApiPath<String>) -> ApiResult {
+async fn event(
+    State(coordinator): Shared,
+    ApiPath(seq): ApiPath<String>,
+    query: NoParams,
+) -> ApiResult {
+    query_of(query)?;
     let seq: u64 = seq
         .parse()
         .map_err(|_| ApiError::bad_request("bad_request", format!("`{seq}` is not a seq")))?;
