@@ -82,6 +82,10 @@ pub struct LimitArgs {
     #[arg(long, default_value_t = julato_server::MAX_IN_FLIGHT as u64,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_in_flight: u64,
+    /// Seconds a client may leave a request's body unfinished without sending
+    /// more; past it the request is answered 408 `body_timeout`.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    body_timeout_secs: u64,
     /// Most events in one transaction (`too_many_events`).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_transaction_events: u64,
@@ -119,6 +123,7 @@ impl LimitArgs {
             component_bytes: (self.max_component_mib as usize) << 20,
             event_data: (self.max_event_kib as usize) << 10,
             in_flight: self.max_in_flight as usize,
+            body_timeout: std::time::Duration::from_secs(self.body_timeout_secs),
         }
     }
 }

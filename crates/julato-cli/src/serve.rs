@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// it becomes a `hop_limit` dead letter.
     #[arg(long, default_value_t = 32)]
     max_hops: u32,
+    /// On SIGTERM, seconds to finish the requests in flight before stopping
+    /// without them (a second signal stops at once). The store is flushed
+    /// either way.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    shutdown_grace_secs: u64,
     /// An interactive transaction idle this many seconds rolls back.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     transaction_timeout_secs: u64,
@@ -155,7 +160,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("julato-http")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let stopped = runtime.block_on(async move {
         let coordinator = Arc::new(
             julato_coordinator::Coordinator::open(config)
                 .with_context(|| format!("opening the data folder `{}`", args.data.display()))?,
@@ -166,9 +171,33 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         // Scripts and tests wait for this line to learn the address.
         eprintln!("julato listening on http://{addr}");
-        serve(coordinator.clone(), listener, &server, shutdown_signal())
-            .await
-            .context("serving HTTP")?;
+        let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
+        let shutdown = async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = signalled.send(true);
+        };
+        let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
+        // Requests still unfinished after the grace period, or at a second
+        // signal, are dropped: their clients get no answer, and nothing of
+        // them is acknowledged that is not committed.
+        let deadline = async move {
+            let _ = on_signal.wait_for(|signalled| *signalled).await;
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {
+                    tracing::warn!(?grace, "requests still in flight after the grace period: stopping without them");
+                }
+                () = shutdown_signal() => {
+                    tracing::warn!("a second signal: stopping without the requests in flight");
+                }
+            }
+        };
+        tokio::select! {
+            served = serve(coordinator.clone(), listener, &server, shutdown) => {
+                served.context("serving HTTP")?;
+            }
+            () = deadline => {}
+        }
         let started = std::time::Instant::now();
         let flushing = coordinator.clone();
         match tokio::task::spawn_blocking(move || flushing.flush()).await {
@@ -178,7 +207,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // Handlers still running for requests dropped at the deadline end within
+    // their own wall-time limit; do not wait on anything longer.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    stopped
 }
 
 async fn shutdown_signal() {
@@ -200,5 +233,4 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }

@@ -164,3 +164,58 @@ fn past_the_in_flight_limit_requests_are_shed_but_health_checks_answered() {
     assert!(spent > 0 && refused > 0, "spent {spent}, refused {refused}");
     assert_eq!(server.say("counter", "after", "x")["version"], 1);
 }
+
+/// Opens a connection to `server` and sends `bytes`, then nothing more.
+fn stall(server: &Server, bytes: &[u8]) -> std::net::TcpStream {
+    use std::io::Write as _;
+    let addr = server.url().trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connecting");
+    stream.write_all(bytes).expect("sending the first part");
+    stream
+}
+
+/// A stalled body is answered 408 `body_timeout` once the client has been
+/// silent for `--body-timeout-secs`, which frees its place among the requests
+/// in flight; and a stalled client cannot keep a SIGTERM from stopping the
+/// server within `--shutdown-grace-secs`.
+#[test]
+fn stalled_clients_neither_hold_their_place_nor_the_shutdown() {
+    use std::io::Read as _;
+    let mut server = Server::start_with(&[
+        "--max-in-flight",
+        "2",
+        "--body-timeout-secs",
+        "1",
+        "--shutdown-grace-secs",
+        "2",
+    ]);
+    server.deploy("counter");
+    let head = b"POST /v1/functions/counter/processes/slow/events HTTP/1.1\r\nHost: julato\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\"";
+    let mut stalled: Vec<_> = (0..2).map(|_| stall(&server, head)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    server
+        .send("counter", "other", &json!({ "type": "Say", "data": { "text": "x" } }))
+        .expect_error(503, "overloaded");
+    for stream in &mut stalled {
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("body_timeout"), "{answer}");
+    }
+    assert_eq!(server.say("counter", "other", "x")["version"], 1);
+
+    // A client stuck in its headers, another in its body (neither times out
+    // within the grace period alone), then SIGTERM.
+    let _headers = stall(&server, b"GET /healthz HTTP/1.1\r\nHo");
+    let _body = stall(&server, head);
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = std::time::Instant::now();
+    let status = server.stop();
+    assert!(status.success(), "{status}: {}", server.stderr());
+    assert!(asked.elapsed() < Duration::from_secs(20), "stopped after {:?}", asked.elapsed());
+    server.restart();
+    assert_eq!(server.state("counter", "other").ok()["version"], 1);
+}

@@ -115,7 +115,9 @@ impl IntoResponse for ApiError {
         {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE
+            || self.status == StatusCode::REQUEST_TIMEOUT
+        {
             // A body over its limit is left unread, after which the server
             // closes the connection: say so, so the client does not reuse it.
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

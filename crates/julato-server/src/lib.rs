@@ -64,6 +64,10 @@ pub struct RequestLimits {
     /// Most requests worked on at once; past it a request is answered 503
     /// `overloaded` (`/healthz` and `/metrics` are always answered).
     pub in_flight: usize,
+    /// Longest wait for the next part of a request's body; a client silent
+    /// longer is answered 408 `body_timeout`, so a stalled upload cannot hold
+    /// its place among the requests in flight.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for RequestLimits {
@@ -75,6 +79,7 @@ impl Default for RequestLimits {
             component_bytes: MAX_COMPONENT_BYTES,
             event_data: MAX_EVENT_DATA,
             in_flight: MAX_IN_FLIGHT,
+            body_timeout: std::time::Duration::from_secs(10),
         }
     }
 }

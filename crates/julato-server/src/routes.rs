@@ -17,6 +17,7 @@ use julato_core::{AsOf, CausalToken, EventTime, FunctionName, ProcessKey, Seq, V
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError};
 use tracing::Instrument;
 
 use crate::wire::{self, BulkBody, EventBody};
@@ -84,6 +85,8 @@ pub fn router(coordinator: Arc<Coordinator>, config: &Config) -> Router {
         Some(guard) => routes.layer(middleware::from_fn_with_state(guard, auth::check)),
         None => routes,
     };
+    // Inside the shedding, so a body that stalls frees its place in flight.
+    let guarded = guarded.layer(RequestBodyTimeoutLayer::new(limits.body_timeout));
     // Outside the guard, so a flood of refused requests is shed too; inside
     // telemetry, so shed requests are counted.
     let shedding = shed::layer(guarded, limits.in_flight);
@@ -116,6 +119,17 @@ pub(crate) type NoParams = Result<Query<NoQuery>, QueryRejection>;
 pub(crate) fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     bytes.map_err(|rejection| {
         let status = rejection.status();
+        let mut cause: Option<&dyn std::error::Error> = Some(&rejection);
+        while let Some(error) = cause {
+            if error.is::<TimeoutError>() {
+                return ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the client stopped sending the request's body",
+                );
+            }
+            cause = error.source();
+        }
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large("body_too_large", rejection.body_text())
         } else {
