@@ -18,7 +18,7 @@ const TOKEN_VARIABLES: [(&str, Scope); 2] =
 #[derive(Debug, Args)]
 pub struct AccessArgs {
     /// File of API tokens, one `admin TOKEN` or `client TOKEN` per line (`#`
-    /// starts a comment). Adds to the comma-separated lists in
+    /// at the start of a line or after a blank starts a comment). Adds to the comma-separated lists in
     /// JULATO_ADMIN_TOKEN and JULATO_CLIENT_TOKEN.
     #[arg(long, env = "JULATO_TOKENS_FILE")]
     tokens_file: Option<PathBuf>,
@@ -73,7 +73,7 @@ pub struct LimitArgs {
     queue_capacity: u64,
     /// Sends of one process that may wait at once; past it a send to that
     /// process is answered 429 `process_overloaded`, so one hot process cannot
-    /// fill its shard's queue.
+    /// fill its shard's queue (at most a quarter of `--queue-capacity`).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     process_queue: u64,
     /// Requests the server works on at once; past it a request is answered

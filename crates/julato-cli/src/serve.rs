@@ -38,14 +38,15 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     scale_interval_ms: u64,
     /// Fuel per handler invocation.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     fuel: Option<u64>,
     /// Wall-clock limit per handler invocation, in milliseconds.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     handler_timeout_ms: Option<u64>,
-    /// Memory limit per handler instance, in MiB.
-    #[arg(long)]
-    memory_mib: Option<usize>,
+    /// Memory limit per handler instance, in MiB (a guest's linear memory
+    /// is at most 4 GiB).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(4..=4096))]
+    memory_mib: Option<u64>,
     /// Snapshot each process every N events (0: only on eviction and checkpoints).
     #[arg(long, default_value_t = 100)]
     snapshot_every: u64,
@@ -122,7 +123,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.limits.wall_time = std::time::Duration::from_millis(ms);
     }
     if let Some(mib) = args.memory_mib {
-        config.limits.memory_bytes = mib << 20;
+        config.limits.memory_bytes = (mib as usize) << 20;
     }
     config.snapshots = julato_core::SnapshotPolicy { every: args.snapshot_every };
     anyhow::ensure!(

@@ -170,3 +170,25 @@ fn transaction_limits_refuse_only_the_transaction_past_them() {
     server.post_json(&format!("/v1/transactions/{id}/rollback"), &json!({})).ok();
     server.post_json("/v1/transactions/begin", &json!({})).ok();
 }
+
+/// A limit no handler could run under is refused when the server starts, not
+/// blamed on every component deployed after.
+#[test]
+fn impossible_handler_limits_are_refused_at_start() {
+    let data = tempfile::tempdir().expect("a folder");
+    let data = data.path().to_str().expect("a UTF-8 path");
+    for (flag, value) in [
+        ("--fuel", "0"),
+        ("--handler-timeout-ms", "0"),
+        ("--memory-mib", "1"),
+        ("--memory-mib", "100000"),
+    ] {
+        let out = std::process::Command::new(common::binary())
+            .args(["serve", "--data", data, "--listen", "127.0.0.1:0", flag, value])
+            .output()
+            .expect("running julato serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}

@@ -578,7 +578,9 @@ impl Managers {
             started,
             outbox_ready,
             delivery,
-            admission: Admission::new(config.process_queue),
+            // At most a quarter of a shard's queue, so that one hot process
+            // never fills it whatever the flags say.
+            admission: Admission::new(config.process_queue.min(config.queue_capacity / 4)),
         };
         if let Some(idle) = config.idle_eviction {
             managers.start_eviction_timer(idle);
@@ -2005,7 +2007,10 @@ enum Responder {
 impl Responder {
     fn respond(self, mut answers: Vec<Answer>) {
         match self {
-            Responder::One(tx, _ticket) => {
+            Responder::One(tx, ticket) => {
+                // Freed before the answer leaves, so that a client sending its
+                // next event as soon as it has this answer finds the place free.
+                drop(ticket);
                 let answer = answers.pop().unwrap_or(Err(SendError::ShuttingDown));
                 let _ = tx.send(Routed::Done(answer));
             }

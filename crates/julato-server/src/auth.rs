@@ -196,15 +196,17 @@ impl Tokens {
     }
 
     /// Adds the tokens of a tokens file: one `admin TOKEN` or `client TOKEN`
-    /// per line; blank lines and lines starting with `#` are skipped.
+    /// per line. A `#` at the start of a line or after a blank starts a
+    /// comment that runs to the end of the line (a `#` inside a token is part
+    /// of it); blank lines are skipped.
     ///
     /// # Errors
     /// On the first line that is none of these, or whose token
     /// [`Tokens::add`] refuses; the error names the line.
     pub fn add_file(&mut self, text: &str) -> Result<(), TokenError> {
         for (index, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
+            let line = without_comment(line).trim();
+            if line.is_empty() {
                 continue;
             }
             let origin = format!("line {}", index + 1);
@@ -237,6 +239,18 @@ impl Tokens {
         let scope = if admin == 1 { Scope::Admin } else { Scope::Client };
         bool::from(found).then_some((index as usize, scope))
     }
+}
+
+/// `line` up to its comment: a `#` at its start or after a blank.
+fn without_comment(line: &str) -> &str {
+    let mut previous_blank = true;
+    for (at, c) in line.char_indices() {
+        if c == '#' && previous_blank {
+            return &line[..at];
+        }
+        previous_blank = c.is_whitespace();
+    }
+    line
 }
 
 fn digest(token: &[u8]) -> [u8; 32] {
@@ -455,6 +469,14 @@ mod tests {
         tokens.add_file(&text).expect("a valid file");
         assert_eq!((tokens.count(Scope::Admin), tokens.count(Scope::Client)), (1, 1));
         assert_eq!(tokens.find(CLIENT.as_bytes()).map(|(_, s)| s), Some(Scope::Client));
+
+        let mut commented = Tokens::default();
+        let text = format!("admin {ADMIN} # the operator\nclient {CLIENT}#x\t# a tool\n");
+        commented.add_file(&text).expect("a file with comments");
+        assert_eq!(commented.find(ADMIN.as_bytes()).map(|(_, s)| s), Some(Scope::Admin));
+        assert!(commented.find(CLIENT.as_bytes()).is_none(), "a # inside a token is part of it");
+        let with_hash = format!("{CLIENT}#x");
+        assert_eq!(commented.find(with_hash.as_bytes()).map(|(_, s)| s), Some(Scope::Client));
 
         for (text, message) in [
             (format!("admin {ADMIN}\nowner {CLIENT}\n"), "line 2: expected"),
