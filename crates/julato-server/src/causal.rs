@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::routes::{
-    AfterParam, ApiPath, ApiResult, Limits, NoParams, blocking, ok, page_limit, parse, presented,
-    query_of,
+    AfterParam, ApiPath, ApiResult, Limits, NoParams, blocking, observed, ok, page_limit, parse,
+    parse_or_default, query_of,
 };
 use crate::wire::{self, BulkEvent};
 use crate::{ApiError, RequestLimits, telemetry};
@@ -102,10 +102,7 @@ async fn transact_events(
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body: TransactionBody = parse(bytes)?;
-    let presented = presented(query, body.after)?;
-    if let Some(token) = &presented {
-        coordinator.observe(token).await?;
-    }
+    let presented = observed(coordinator, query, body.after).await?;
     let most = coordinator.transaction_limits().events;
     let requests = requests(body.events, presented.as_ref(), limits, most)?;
     let span = tracing::info_span!("transaction", events = requests.len());
@@ -133,16 +130,8 @@ pub async fn begin(
     query: AfterParam,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let bytes = crate::routes::body(bytes)?;
-    let body: BeginBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        BeginBody::default()
-    } else {
-        parse(Ok(bytes))?
-    };
-    let presented = presented(query, body.after)?;
-    if let Some(token) = &presented {
-        coordinator.observe(token).await?;
-    }
+    let body: BeginBody = parse_or_default(bytes)?;
+    let presented = observed(&coordinator, query, body.after).await?;
     let after = presented.as_ref().map(CausalToken::seq);
     let (id, timeout) = coordinator.begin(body.timeout_ms.map(Duration::from_millis), after)?;
     let token = coordinator.token().merge(&presented.unwrap_or_default());
@@ -172,10 +161,7 @@ async fn add_event(
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let mut event: BulkEvent = parse(bytes)?;
-    let presented = presented(query, event.after.take())?;
-    if let Some(token) = &presented {
-        coordinator.observe(token).await?;
-    }
+    let presented = observed(coordinator, query, event.after.take()).await?;
     let mut request = wire::bulk_request(event, limits)?;
     request.after = presented.as_ref().map(CausalToken::seq).filter(|s| s.0 > 0);
     let tentative = blocking(coordinator, move |c| c.add(&id, request)).await?;
@@ -227,16 +213,8 @@ pub async fn commit(
     query: AfterParam,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let bytes = crate::routes::body(bytes)?;
-    let body: CommitBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        CommitBody::default()
-    } else {
-        parse(Ok(bytes))?
-    };
-    let presented = presented(query, body.after)?;
-    if let Some(token) = &presented {
-        coordinator.observe(token).await?;
-    }
+    let body: CommitBody = parse_or_default(bytes)?;
+    let presented = observed(&coordinator, query, body.after).await?;
     let answer = coordinator.commit(&id).await.map_err(ApiError::from);
     match &answer {
         Ok(answer) => telemetry::accepted(answer.events.len()),
@@ -348,10 +326,7 @@ pub async fn read_cut(
             ),
         ));
     }
-    let presented = presented(query, body.after)?;
-    if let Some(token) = &presented {
-        coordinator.observe(token).await?;
-    }
+    let presented = observed(&coordinator, query, body.after).await?;
     let processes = body
         .processes
         .iter()

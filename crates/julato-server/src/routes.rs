@@ -154,6 +154,14 @@ pub(crate) fn parse<T: DeserializeOwned>(
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
 }
 
+/// An optional JSON object body as `T`: its default when the body is empty.
+pub(crate) fn parse_or_default<T: DeserializeOwned + Default>(
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body(bytes)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { parse(Ok(bytes)) }
+}
+
 /// Path parameters, with a JSON error when they are not valid UTF-8.
 pub(crate) struct ApiPath<T>(pub(crate) T);
 
@@ -207,6 +215,19 @@ pub(crate) fn presented(
         (q, b) => q.or(b),
     };
     wire::parse_token(token.as_deref())
+}
+
+/// [`presented`], once the coordinator has observed it.
+pub(crate) async fn observed(
+    coordinator: &Coordinator,
+    query: AfterParam,
+    body: Option<String>,
+) -> Result<Option<CausalToken>, ApiError> {
+    let token = presented(query, body)?;
+    if let Some(token) = &token {
+        coordinator.observe(token).await?;
+    }
+    Ok(token)
 }
 
 pub(crate) fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -339,10 +360,7 @@ async fn send_event(
 ) -> ApiResult {
     let process = wire::process_id(function, key)?;
     let mut body: EventBody = parse(bytes)?;
-    let presented = presented(query, body.after.take())?;
-    if let Some(token) = &presented {
-        coordinator.observe(token).await?;
-    }
+    let presented = observed(coordinator, query, body.after.take()).await?;
     let mut request = wire::send_request(process.clone(), body, limits)?;
     request.after = presented.as_ref().map(CausalToken::seq).filter(|s| s.0 > 0);
     let span = tracing::info_span!("send", function = %process.function, process = %process.key);
@@ -377,10 +395,7 @@ async fn send_events(
             format!("{} events, over the limit of {}", body.events.len(), limits.bulk_events),
         ));
     }
-    let presented = presented(query, body.after.take())?;
-    if let Some(token) = &presented {
-        coordinator.observe(token).await?;
-    }
+    let presented = observed(coordinator, query, body.after.take()).await?;
 
     // Events that fail validation are answered on their own; the rest are sent.
     let mut failures: Vec<Option<Value>> = Vec::with_capacity(body.events.len());
